@@ -1,0 +1,56 @@
+"""aioringbuf: BPF ring buffer events as ``async for``, with exact drop accounting.
+
+::
+
+    async with aioringbuf.load("prog.bpf.o") as obj:
+        async with obj.ring_buffer("events", Sample) as events:
+            async for ev in events:
+                print(ev)
+"""
+
+from ._codec import (
+    S8,
+    S16,
+    S32,
+    S64,
+    U8,
+    U16,
+    U32,
+    U64,
+    Array,
+    Bytes,
+    CStr,
+    Event,
+    Layout,
+    Tail,
+    decode,
+    layout_of,
+)
+from ._errors import (
+    AioRingBufError,
+    BpfObjectError,
+    ConsumerBusyError,
+    DecodeError,
+    EventLayoutError,
+    KernelTooOldError,
+    MapNotFoundError,
+    NotPrivilegedError,
+    RecordSizeError,
+    RingSizeError,
+    UnsupportedMapError,
+    WrongMapTypeError,
+)
+from ._loader import BpfObject, check_privileges, load
+from ._stats import StreamStats
+from ._stream import RingBuffer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
+    "Array", "Bytes", "CStr", "Event", "Layout", "Tail", "decode", "layout_of",
+    "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
+    "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "NotPrivilegedError",
+    "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
+    "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer",
+]

@@ -1,0 +1,290 @@
+"""C struct layouts <-> msgspec Structs: one compiled decoder per event type.
+
+An :class:`Event` is a ``msgspec.Struct`` whose annotations name C types::
+
+    class Sample(Event):
+        seq: U64
+        cpu: U32
+        comm: CStr[16]
+
+Fields are laid out as a C compiler lays out the same struct (each field at
+its natural alignment, the size rounded up to the largest alignment), and
+a decoder is generated once per type: one ``struct.unpack_from`` and one
+positional constructor call per record.
+"""
+
+from __future__ import annotations
+
+import struct
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from ._errors import DecodeError, EventLayoutError, RecordSizeError
+
+
+@dataclass(frozen=True)
+class _Scalar:
+    code: str  # struct format character (standard sizes, little-endian)
+    size: int
+
+
+@dataclass(frozen=True)
+class _CString:
+    length: int
+
+
+@dataclass(frozen=True)
+class _RawBytes:
+    length: int
+
+
+@dataclass(frozen=True)
+class _CArray:
+    elem: _Scalar
+    count: int
+
+
+@dataclass(frozen=True)
+class _Tail:
+    kind: type  # bytes, str or list (of str)
+
+
+U8 = Annotated[int, _Scalar("B", 1)]
+U16 = Annotated[int, _Scalar("H", 2)]
+U32 = Annotated[int, _Scalar("I", 4)]
+U64 = Annotated[int, _Scalar("Q", 8)]
+S8 = Annotated[int, _Scalar("b", 1)]
+S16 = Annotated[int, _Scalar("h", 2)]
+S32 = Annotated[int, _Scalar("i", 4)]
+S64 = Annotated[int, _Scalar("q", 8)]
+
+
+class CStr:
+    """``CStr[n]``: ``char[n]``, NUL-terminated, decoded to ``str``.
+
+    Bytes that are not UTF-8 survive as lone surrogates (``surrogateescape``),
+    so ``s.encode("utf-8", "surrogateescape")`` gives back the kernel's bytes.
+    """
+
+    def __class_getitem__(cls, n: int) -> Any:
+        return Annotated[str, _CString(_positive(n, "CStr"))]
+
+
+class Bytes:
+    """``Bytes[n]``: ``unsigned char[n]`` kept as ``bytes``."""
+
+    def __class_getitem__(cls, n: int) -> Any:
+        return Annotated[bytes, _RawBytes(_positive(n, "Bytes"))]
+
+
+class Array:
+    """``Array[U32, 4]``: a fixed C array of integers, decoded to a tuple."""
+
+    def __class_getitem__(cls, params: tuple[Any, int]) -> Any:
+        elem, n = params
+        meta = _meta_of(elem)
+        if not isinstance(meta, _Scalar):
+            raise EventLayoutError("Array[...] elements must be U8..U64 or S8..S64")
+        return Annotated[tuple[int, ...], _CArray(meta, _positive(n, "Array"))]
+
+
+class Tail:
+    """``Tail[bytes]``, ``Tail[str]``, ``Tail[list[str]]``: the variable rest.
+
+    The C flexible array member at the end (``__u8 data[]``): it starts right
+    after the last fixed field and runs to the end of the record. ``str``
+    stops at the first NUL; ``list[str]`` splits NUL-separated strings.
+    """
+
+    def __class_getitem__(cls, kind: Any) -> Any:
+        if kind is bytes:
+            return Annotated[bytes, _Tail(bytes)]
+        if kind is str:
+            return Annotated[str, _Tail(str)]
+        if typing.get_origin(kind) is list and typing.get_args(kind) == (str,):
+            return Annotated[list[str], _Tail(list)]
+        raise EventLayoutError("Tail[...] takes bytes, str or list[str]")
+
+
+def _positive(n: Any, what: str) -> int:
+    if not isinstance(n, int) or n <= 0:
+        raise EventLayoutError(f"{what}[n] needs a positive integer length, got {n!r}")
+    return n
+
+
+def _meta_of(tp: Any) -> Any:
+    if typing.get_origin(tp) is Annotated:
+        for m in tp.__metadata__:
+            if isinstance(m, (_Scalar, _CString, _RawBytes, _CArray, _Tail)):
+                return m
+    return None
+
+
+class Event(msgspec.Struct, gc=False):
+    """Base class of events decoded from C records; see the module docstring.
+
+    Subclasses are ordinary msgspec Structs (JSON via ``msgspec.json``),
+    untracked by the garbage collector since records cannot form cycles.
+    """
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each field of an event type sits in its C struct."""
+
+    offsets: dict[str, int]
+    size: int  # sizeof(struct); for a Tail event, the offset of the tail
+    align: int
+    has_tail: bool
+
+
+def _str(raw: bytes) -> str:
+    return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+
+
+def _strs(raw: bytes) -> list[str]:
+    parts = raw.split(b"\0")
+    if parts and parts[-1] == b"":
+        parts.pop()
+    return [p.decode("utf-8", "surrogateescape") for p in parts]
+
+
+Decoder = Callable[[Any, int, int], Any]
+_cache: dict[type, tuple[Layout, Decoder]] = {}
+
+
+def layout_of(event_type: type) -> Layout:
+    """The C layout of ``event_type`` (offsets, sizeof, alignment)."""
+    return _compile(event_type)[0]
+
+
+def decoder_for(event_type: type | None) -> Decoder:
+    """The decoder ``(buffer, offset, length) -> event`` for a type (None: bytes)."""
+    if event_type is None:
+        return _decode_bytes
+    custom = getattr(event_type, "__aioringbuf_decoder__", None)
+    if custom is not None:
+        return custom()
+    return _compile(event_type)[1]
+
+
+def _decode_bytes(buf: Any, off: int, n: int) -> bytes:
+    return bytes(buf[off : off + n])
+
+
+def _compile(cls: type) -> tuple[Layout, Decoder]:
+    hit = _cache.get(cls)
+    if hit is not None:
+        return hit
+    if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
+        raise EventLayoutError(f"{cls!r} is not an aioringbuf.Event subclass")
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception as exc:
+        raise EventLayoutError(f"cannot resolve the annotations of {cls.__name__}: {exc}") from exc
+    names = cls.__struct_fields__
+    if not names:
+        raise EventLayoutError(
+            f"{cls.__name__} has no fields; annotate them with U32, CStr[16], ..."
+        )
+
+    fmt = ["<"]
+    offset = 0
+    max_align = 1
+    offsets: dict[str, int] = {}
+    args: list[str] = []
+    slot = 0
+    tail: _Tail | None = None
+    for i, name in enumerate(names):
+        meta = _meta_of(hints[name])
+        if meta is None:
+            raise EventLayoutError(
+                f"{cls.__name__}.{name} has no C type: annotate it with U8..U64, S8..S64, "
+                "CStr[n], Bytes[n], Array[U32, n] or (last field only) Tail[...]"
+            )
+        if isinstance(meta, _Tail):
+            if i != len(names) - 1:
+                raise EventLayoutError(f"{cls.__name__}.{name}: Tail[...] must be the last field")
+            tail = meta
+            offsets[name] = offset
+            continue
+        if isinstance(meta, _Scalar):
+            size, align, code = meta.size, meta.size, meta.code
+        elif isinstance(meta, _CArray):
+            size, align = meta.elem.size * meta.count, meta.elem.size
+            code = f"{meta.count}{meta.elem.code}"
+        else:
+            size, align, code = meta.length, 1, f"{meta.length}s"
+        pad = -offset % align
+        if pad:
+            fmt.append(f"{pad}x")
+        offset += pad
+        offsets[name] = offset
+        offset += size
+        max_align = max(max_align, align)
+        fmt.append(code)
+        if isinstance(meta, _CArray):
+            args.append(f"v[{slot}:{slot + meta.count}]")
+            slot += meta.count
+        elif isinstance(meta, _CString):
+            args.append(f"_str(v[{slot}])")
+            slot += 1
+        else:
+            args.append(f"v[{slot}]")
+            slot += 1
+
+    fixed = struct.Struct("".join(fmt))
+    if tail is None:
+        size = offset + (-offset % max_align)
+        check = (
+            f"    if n != {size}:\n"
+            f"        raise RecordSizeError(f'{{n}}-byte record does not match "
+            f"{cls.__name__} ({size} bytes in C); check that the event type mirrors "
+            f"the C struct')\n"
+        )
+    else:
+        size = offset
+        check = (
+            f"    if n < {size}:\n"
+            f"        raise RecordSizeError(f'{{n}}-byte record is shorter than the fixed "
+            f"part of {cls.__name__} ({size} bytes in C)')\n"
+        )
+        rest = f"buf[off + {size} : off + n]"
+        if tail.kind is bytes:
+            args.append(f"bytes({rest})")
+        elif tail.kind is str:
+            args.append(f"_str(bytes({rest}))")
+        else:
+            args.append(f"_strs(bytes({rest}))")
+    body = "v = _unpack(buf, off)\n    " if slot else ""
+    src = (
+        "def decode(buf, off, n):\n"
+        f"{check}"
+        f"    {body}return _cls({', '.join(args)})\n"
+    )
+    namespace: dict[str, Any] = {
+        "_unpack": fixed.unpack_from,
+        "_cls": cls,
+        "_str": _str,
+        "_strs": _strs,
+        "RecordSizeError": RecordSizeError,
+    }
+    exec(compile(src, f"<aioringbuf decoder for {cls.__qualname__}>", "exec"), namespace)
+    layout = Layout(offsets, size, max_align, tail is not None)
+    result = (layout, namespace["decode"])
+    _cache[cls] = result
+    return result
+
+
+def decode(event_type: type | None, record: bytes) -> Any:
+    """Decode one record (e.g. from a test) with the type's compiled decoder."""
+    try:
+        return decoder_for(event_type)(record, 0, len(record))
+    except DecodeError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"cannot decode a {len(record)}-byte record: {exc}") from exc

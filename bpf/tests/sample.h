@@ -1,0 +1,14 @@
+/* The record of getpgid.bpf.c: DESIGN.md's Sample plus the syscall argument. */
+#ifndef SAMPLE_H
+#define SAMPLE_H
+
+struct pgid_sample {
+	__u64 seq;
+	__u64 ts_ns;
+	__u32 cpu;
+	__u32 pid;
+	char comm[16];
+	__u64 arg;
+};
+
+#endif
