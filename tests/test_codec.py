@@ -88,7 +88,7 @@ def test_bad_annotations_are_refused_with_a_hint() -> None:
     class NoCType(Event):
         x: int
 
-    with pytest.raises(aioringbuf.EventLayoutError, match="U8..U64"):
+    with pytest.raises(aioringbuf.EventLayoutError, match=r"U8\.\.U64"):
         layout_of(NoCType)
 
     class TailNotLast(Event):

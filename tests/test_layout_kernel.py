@@ -8,8 +8,22 @@ import os
 import pytest
 
 import aioringbuf
-from aioringbuf import S8, S16, S32, S64, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail
-from aioringbuf import _syscall
+from aioringbuf import (
+    S8,
+    S16,
+    S32,
+    S64,
+    U8,
+    U16,
+    U32,
+    U64,
+    Array,
+    Bytes,
+    CStr,
+    Event,
+    Tail,
+    _syscall,
+)
 
 pytestmark = pytest.mark.anyio
 

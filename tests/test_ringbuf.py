@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import anyio
 import pytest
 from ringgen import DISCARD_ODD, FORCE_WAKEUP, NO_WAKEUP, RESERVE, Fixed, Rec, capacity
@@ -175,7 +177,7 @@ async def test_overload_accounting_per_policy(ringgen_factory, overflow: str) ->
           f"queue_drops={s.queue_drops}")
     assert s.delivered + s.kernel_drops + s.queue_drops == total
     assert s.delivered == len(seqs)
-    assert all(a < b for a, b in zip(seqs, seqs[1:]))  # in order, never twice
+    assert all(a < b for a, b in itertools.pairwise(seqs))  # in order, never twice
     if overflow == "block":
         assert s.queue_drops == 0  # block never drops in user space
         assert s.kernel_drops > 0
