@@ -7,10 +7,30 @@ already catches the standard kind keeps working.
 
 from __future__ import annotations
 
+# Capability numbers from linux/capability.h.
+CAPABILITIES = {
+    "CAP_DAC_READ_SEARCH": 2,
+    "CAP_NET_ADMIN": 12,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+}
 PRIVILEGE_HINT = (
-    "run as root, or grant CAP_BPF and CAP_PERFMON (plus CAP_SYS_ADMIN on kernels "
-    "older than 5.8 or to attach tracepoints with perf_event_paranoid > 1)"
+    "run as root, or grant CAP_BPF and CAP_PERFMON; attaching tracepoints also needs "
+    "read access to /sys/kernel/tracing (CAP_DAC_READ_SEARCH), and xdp/tc programs need "
+    "CAP_NET_ADMIN"
 )
+
+
+def missing_capabilities(*names: str) -> list[str]:
+    """Which of the named capabilities this process lacks (from /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("CapEff:"))
+        effective = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return list(names)
+    return [n for n in names if not effective >> CAPABILITIES[n] & 1]
 
 
 class AioRingBufError(Exception):
@@ -20,8 +40,11 @@ class AioRingBufError(Exception):
 class NotPrivilegedError(AioRingBufError, PermissionError):
     """The kernel refused a BPF operation for lack of privileges."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what}: operation not permitted; {PRIVILEGE_HINT}")
+    def __init__(self, what: str, needed: tuple[str, ...] = ("CAP_BPF", "CAP_PERFMON")) -> None:
+        missing = missing_capabilities(*needed)
+        lacking = f" (this process lacks {' and '.join(missing)})" if missing else ""
+        super().__init__(f"{what}: operation not permitted{lacking}; {PRIVILEGE_HINT}")
+        self.missing = missing
 
 
 class KernelTooOldError(AioRingBufError, OSError):

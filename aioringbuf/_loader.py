@@ -103,6 +103,11 @@ class BpfObject:
                     self._attached.append(prog)
             except pylibbpf.BpfException as exc:
                 self.close()
+                if "Permission denied" in str(exc) or "not permitted" in str(exc):
+                    raise NotPrivilegedError(
+                        f"attaching program {name!r} of {self.path}",
+                        ("CAP_BPF", "CAP_PERFMON", "CAP_DAC_READ_SEARCH"),
+                    ) from None
                 raise BpfObjectError(
                     f"attaching program {name!r} of {self.path} failed: {exc}; programs that "
                     "cannot auto-attach (xdp, tc, ...) need load(..., attach=False)"
@@ -111,7 +116,7 @@ class BpfObject:
 
     def _load_error(self, exc: Exception) -> Exception:
         text = str(exc)
-        if "Operation not permitted" in text:
+        if "Operation not permitted" in text or "Permission denied" in text:
             return NotPrivilegedError(f"loading {self.path}")
         return BpfObjectError(f"loading {self.path} failed: {text} (libbpf's log above says why)")
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 
 import pytest
+from privileges import run_with_caps
 from ringgen import Rec
 
 import aioringbuf
@@ -99,25 +98,15 @@ def test_bad_options(ringgen_factory) -> None:
             aioringbuf.RingBuffer(fd, **kw)
 
 
-UNPRIVILEGED = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all"]
-
-
-def run_unprivileged(code: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    return subprocess.run([*UNPRIVILEGED, sys.executable, "-c", code], capture_output=True,
-                          text=True, env=env, timeout=60)
-
-
 def test_not_privileged_says_what_is_needed(bpf_objects) -> None:
     code = (
         "import aioringbuf, sys\n"
         "try:\n"
-        f"    aioringbuf.load({str(bpf_objects / 'getpgid.bpf.o')!r}).open()\n"
+        "    aioringbuf.load('getpgid.bpf.o').open()\n"
         "except aioringbuf.NotPrivilegedError as e:\n"
         "    print(type(e).__name__, e); sys.exit(3)\n"
     )
-    proc = run_unprivileged(code)
+    proc = run_with_caps(code, files=(str(bpf_objects / "getpgid.bpf.o"),))
     assert proc.returncode == 3, proc.stderr
     assert "NotPrivilegedError" in proc.stdout
     assert "CAP_BPF" in proc.stdout and "CAP_PERFMON" in proc.stdout
@@ -136,7 +125,7 @@ def test_not_privileged_pinned_map(ringgen_factory, bpffs, tmp_path) -> None:
             "except PermissionError as e:\n"
             "    print(type(e).__name__, e); sys.exit(3)\n"
         )
-        proc = run_unprivileged(code)
+        proc = run_with_caps(code)
         assert proc.returncode == 3, proc.stderr
         assert proc.stdout.startswith("NotPrivilegedError") and "CAP_BPF" in proc.stdout
     finally:
