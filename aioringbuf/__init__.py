@@ -2,6 +2,11 @@
 
 ::
 
+    async for ev in aioringbuf.exec_events():   # every exec on the machine
+        print(ev.pid, ev.filename, ev.argv)
+
+Your own programs:
+
     async with aioringbuf.load("prog.bpf.o") as obj:
         async with obj.ring_buffer("events", Sample) as events:
             async for ev in events:
@@ -40,6 +45,7 @@ from ._errors import (
     UnsupportedMapError,
     WrongMapTypeError,
 )
+from ._exec import ExecEvent, ExecEvents, exec_events
 from ._loader import BpfObject, check_privileges, load
 from ._stats import StreamStats
 from ._stream import RingBuffer
@@ -53,4 +59,5 @@ __all__ = [
     "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "NotPrivilegedError",
     "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
     "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer",
+    "ExecEvent", "ExecEvents", "exec_events",
 ]

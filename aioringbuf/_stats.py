@@ -9,7 +9,8 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of one stream's counters.
 
     Accounting: every record the BPF side tried to write ends up in exactly
-    one of ``delivered``, ``kernel_drops`` (ring full at reserve time),
+    one of ``delivered``, ``kernel_drops`` (every loss the BPF side counted:
+    ring full at reserve time, or for exec events the in-flight table full),
     ``queue_drops`` (evicted by the overflow policy, or still queued in a
     drop_* stream when it closed), ``decode_errors`` or ``discarded`` (the
     program called bpf_ringbuf_discard), or is still waiting: in the ring

@@ -1,0 +1,383 @@
+"""exec_events(): every execve()/execveat() on the machine, as ``async for``.
+
+A source in DESIGN.md's sense: a thin composition of the loader and the
+stream over the packaged program ``_bpf/exec.bpf.o`` (built from
+bpf/exec.bpf.c), which writes one variable-length record per exec attempt
+(header, file name, argv) when the syscall returns::
+
+    async for ev in exec_events():
+        print(ev.pid, ev.ppid, ev.ret, ev.filename, ev.argv)
+
+Records are decoded by :meth:`ExecEvent.__aioringbuf_decoder__`, a
+hand-written decoder (the codec's ``Tail`` handles one variable part; these
+records have two).
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import struct
+import time
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import anyio.lowlevel
+
+from . import _syscall
+from ._codec import Event
+from ._elf import check_ring_size
+from ._errors import AioRingBufError, DecodeError, RecordSizeError
+from ._loader import BpfObject, load
+from ._stats import StreamStats
+from ._stream import Overflow, RingBuffer
+
+EXEC_OBJECT = pathlib.Path(__file__).resolve().parent / "_bpf" / "exec.bpf.o"
+DEFAULT_RING_SIZE = 8 << 20  # as declared in exec.bpf.c
+AT_FDCWD = -100
+
+# struct exec_event in bpf/exec.bpf.c, little-endian, no padding (72 bytes).
+_HEADER = struct.Struct("<QQIIIIIiiIHHHH16s")
+HEADER_SIZE = _HEADER.size
+assert HEADER_SIZE == 72
+_F_ARGS_TRUNCATED = 1
+_F_FILENAME_TRUNCATED = 2
+_F_EXECVEAT = 4
+
+
+def _realtime_offset_ns() -> int:
+    """CLOCK_REALTIME minus CLOCK_MONOTONIC (bpf_ktime_get_ns's clock), now.
+
+    Sampled between two monotonic reads and centred, so the error is at
+    most half of one clock_gettime call. Taken once: later wall-clock steps
+    (settimeofday, not NTP slewing, which moves both clocks) are not seen.
+    """
+    before = time.monotonic_ns()
+    real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+    after = time.monotonic_ns()
+    return real - (before + after) // 2
+
+
+_REALTIME_OFFSET_NS = _realtime_offset_ns()
+
+
+def _text(raw: bytes) -> str:
+    """Kernel bytes as str; non-UTF-8 bytes survive as lone surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class ExecEvent(Event):
+    """One exec attempt, reported when execve()/execveat() returned.
+
+    ``ret`` is 0 on success or ``-errno`` (e.g. ``-errno.ENOENT``).
+    ``pid`` is the process (tgid) and ``tid`` the thread that called exec:
+    they differ when a thread other than the main one exec'd (after a
+    successful exec that thread *is* process ``pid``). ``comm`` is read at
+    syscall exit: the new program's name when the exec succeeded, the
+    caller's when it failed. ``uid``/``gid`` are the caller's real ids.
+    ``ts_ns`` is CLOCK_MONOTONIC at syscall exit (see :attr:`wall_time`).
+
+    ``filename`` is the path as passed: relative to ``dirfd`` for execveat
+    (``dirfd`` is ``AT_FDCWD`` = -100 for execve), and empty for
+    ``fexecve``/``execveat(fd, "", ..., AT_EMPTY_PATH)`` (``at_flags``).
+    ``argv`` keeps at most 128 strings and 4096 bytes (NULs included);
+    ``args_truncated`` says when anything was left out.
+
+    Strings are decoded from UTF-8 with ``surrogateescape``: names that are
+    not valid UTF-8 keep their exact bytes
+    (``s.encode("utf-8", "surrogateescape")``), but cannot be JSON-encoded
+    as they are.
+    """
+
+    ts_ns: int
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    gid: int
+    comm: str
+    cgroup_id: int
+    filename: str
+    argv: list[str]
+    args_truncated: bool
+    ret: int
+    syscall: str = "execve"  # or "execveat"
+    dirfd: int = AT_FDCWD
+    at_flags: int = 0
+    filename_truncated: bool = False  # longer than PATH_MAX: the exec failed
+
+    @property
+    def wall_time_ns(self) -> int:
+        """``ts_ns`` as nanoseconds since the Unix epoch (CLOCK_REALTIME)."""
+        return self.ts_ns + _REALTIME_OFFSET_NS
+
+    @property
+    def wall_time(self) -> datetime.datetime:
+        """``ts_ns`` as an aware UTC datetime (``.astimezone()`` for local time)."""
+        ns = self.wall_time_ns
+        return datetime.datetime.fromtimestamp(ns // 1_000_000_000, datetime.timezone.utc).replace(
+            microsecond=ns % 1_000_000_000 // 1000
+        )
+
+    @classmethod
+    def __aioringbuf_decoder__(cls) -> Callable[[Any, int, int], ExecEvent]:
+        """The codec's hook: a decoder ``(buffer, offset, length) -> ExecEvent``."""
+        return _decode
+
+
+def _decode(buf: Any, off: int, n: int) -> ExecEvent:
+    """Decode one record: the fixed header in one unpack, then two strings."""
+    if n < HEADER_SIZE:
+        raise RecordSizeError(
+            f"{n}-byte record is shorter than struct exec_event ({HEADER_SIZE} bytes)"
+        )
+    (ts_ns, cgroup_id, pid, tid, ppid, uid, gid, ret, dirfd, at_flags,
+     fn_len, args_len, argc, flags, comm) = _HEADER.unpack_from(buf, off)
+    if n != HEADER_SIZE + fn_len + args_len:
+        raise RecordSizeError(
+            f"{n}-byte record, but its header announces {HEADER_SIZE} + {fn_len} + {args_len} "
+            "bytes; is exec.bpf.o from the same aioringbuf version?"
+        )
+    rest = bytes(buf[off + HEADER_SIZE : off + n])  # the one copy out of the ring
+    # One decode for all of argv, then split: NUL is never part of a UTF-8
+    # sequence, so this equals decoding each string (and is several times faster).
+    argv = rest[fn_len:].decode("utf-8", "surrogateescape").split("\0")
+    if len(argv) != argc + 1 or argv[-1]:
+        raise DecodeError(
+            f"the {args_len}-byte argv area does not hold {argc} NUL-terminated strings"
+        )
+    del argv[-1]
+    return ExecEvent(
+        ts_ns,
+        pid,
+        tid,
+        ppid,
+        uid,
+        gid,
+        _text(comm.partition(b"\0")[0]),
+        cgroup_id,
+        _text(rest[:fn_len].partition(b"\0")[0]),
+        argv,
+        bool(flags & _F_ARGS_TRUNCATED),
+        ret,
+        "execveat" if flags & _F_EXECVEAT else "execve",
+        dirfd,
+        at_flags,
+        bool(flags & _F_FILENAME_TRUNCATED),
+    )
+
+
+class ExecEvents:
+    """The stream :func:`exec_events` returns: async iterator and context manager.
+
+    ``async with exec_events() as events:`` loads and attaches on entry and
+    detaches on exit. A bare ``async for ev in exec_events():`` loads on the
+    first event and releases everything when the loop is cancelled or
+    raises; after a ``break`` it is released when the stream is garbage
+    collected (at once in CPython), or call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        ring_size: int = DEFAULT_RING_SIZE,
+        maxsize: int = 4096,
+        overflow: Overflow = "block",
+        flush_interval: float | None = None,
+        budget: int = 1024,
+        on_decode_error: Literal["count", "raise"] = "count",
+    ) -> None:
+        # Fail at the call, not after loading programs into the kernel.
+        check_ring_size(ring_size, "exec_events ring_size")
+        if overflow not in ("block", "drop_oldest", "drop_newest"):
+            raise ValueError(f"overflow must be 'block', 'drop_oldest' or 'drop_newest', "
+                             f"not {overflow!r}")
+        self._ring_size = ring_size
+        self._options: dict[str, Any] = {
+            "maxsize": maxsize,
+            "overflow": overflow,
+            "flush_interval": flush_interval,
+            "budget": budget,
+            "on_decode_error": on_decode_error,
+        }
+        self._obj: BpfObject | None = None
+        self._stream: RingBuffer[ExecEvent] | None = None
+        self._entered = False
+        self._closed = False
+        self._final_enter_drops: int | None = None
+
+    # -- opening ----------------------------------------------------------
+
+    async def _open(self) -> RingBuffer[ExecEvent]:
+        """Load and attach exec.bpf.o (in a worker thread) and open its ring."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._stream is not None:
+            return self._stream
+        obj = load(EXEC_OBJECT, map_sizes={"events": self._ring_size})
+        await obj.__aenter__()  # closes itself if loading fails or is cancelled
+        try:
+            if self._closed:  # aclose() from another task while we loaded
+                raise anyio.ClosedResourceError
+            stream = obj.ring_buffer("events", ExecEvent, **self._options)
+        except BaseException:
+            obj.close()
+            raise
+        self._obj, self._stream = obj, stream
+        return stream
+
+    async def __aenter__(self) -> ExecEvents:
+        if self._entered:
+            raise RuntimeError("this exec_events() stream was already entered")
+        self._entered = True
+        try:
+            stream = await self._open()
+            await stream.__aenter__()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._stream is not None:
+                await self._stream.__aexit__(exc_type, exc, tb)
+        finally:
+            self.close()
+
+    # -- iterating ----------------------------------------------------------
+
+    def __aiter__(self) -> ExecEvents:
+        return self
+
+    async def __anext__(self) -> ExecEvent:
+        if self._entered:
+            stream = self._stream
+            if stream is None:
+                raise anyio.ClosedResourceError
+            return await stream.__anext__()
+        return await self._next_bare()
+
+    async def _next_bare(self) -> ExecEvent:
+        """A bare ``async for``: nobody else will close, so any exit closes."""
+        if self._options["overflow"] != "block":
+            raise AioRingBufError(
+                f"overflow={self._options['overflow']!r} drains the ring in a background task, "
+                "which needs `async with exec_events(...) as events: async for ev in events`"
+            )
+        try:
+            stream = self._stream if self._stream is not None else await self._open()
+            return await stream.__anext__()
+        except BaseException:
+            self.close()
+            raise
+
+    async def receive(self) -> ExecEvent:
+        """The next event (the same as ``await anext(events)``)."""
+        return await self.__anext__()
+
+    # -- closing and statistics ---------------------------------------------
+
+    def close(self) -> None:
+        """Close the stream and detach the programs. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._obj is not None:
+            self._final_enter_drops = self._read_enter_drops()
+        if self._stream is not None:
+            self._stream.close()  # keeps its final stats()
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def stats(self) -> StreamStats:
+        """The ring's counters (see :class:`aioringbuf.StreamStats`).
+
+        ``kernel_drops`` counts every exec attempt whose record was lost,
+        whatever the cause; :meth:`enter_drops` says how many of them were
+        lost at syscall entry because too many execs were in flight.
+        """
+        if self._stream is None:
+            raise RuntimeError(
+                "exec_events() has not loaded yet: stats exist after `async with` "
+                "or the first event"
+            )
+        return self._stream.stats()
+
+    def enter_drops(self) -> int | None:
+        """Attempts lost at entry (in-flight table full); None before loading."""
+        if self._obj is None:
+            return self._final_enter_drops
+        return self._read_enter_drops()
+
+    def _read_enter_drops(self) -> int | None:
+        assert self._obj is not None
+        try:
+            return _syscall.percpu_u64_sum(self._obj.map_fd("exec_enter_drops"))
+        except (OSError, RuntimeError, LookupError, anyio.ClosedResourceError):
+            return None  # not loaded (far enough) to have the map
+
+    def __del__(self) -> None:
+        # A bare `async for` left with `break` ends here: release the BPF
+        # links now rather than whenever the loader's objects are collected.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception as exc:  # pragma: no cover - interpreter shutdown
+                warnings.warn(f"closing exec_events() failed: {exc}", ResourceWarning,
+                              stacklevel=1)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._stream else "not loaded")
+        return f"<ExecEvents ({state})>"
+
+
+def exec_events(
+    *,
+    ring_size: int = DEFAULT_RING_SIZE,
+    maxsize: int = 4096,
+    overflow: Overflow = "block",
+    flush_interval: float | None = None,
+    budget: int = 1024,
+    on_decode_error: Literal["count", "raise"] = "count",
+) -> ExecEvents:
+    """Every exec attempt on this machine as an :class:`ExecEvent` stream.
+
+    Needs root (or CAP_BPF + CAP_PERFMON and tracefs access). ``ring_size``
+    is the kernel ring in bytes (a power of two; 8 MiB holds about 60,000
+    typical records); the other options are :class:`aioringbuf.RingBuffer`'s
+    (``overflow="drop_*"`` needs ``async with``). Examples::
+
+        async for ev in exec_events():
+            print(ev.filename, ev.argv, ev.ret)
+
+        async with exec_events(overflow="drop_oldest") as events:
+            async for ev in events:
+                ...
+            print(events.stats())
+    """
+    return ExecEvents(
+        ring_size=ring_size,
+        maxsize=maxsize,
+        overflow=overflow,
+        flush_interval=flush_interval,
+        budget=budget,
+        on_decode_error=on_decode_error,
+    )

@@ -1,0 +1,267 @@
+"""`aioringbuf exec` as a user runs it: a subprocess, real execs, real signals.
+
+Every run waits for the CLI's "tracing" line on stderr, printed only once
+the probes are attached, before making the execs it looks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TRUE = "/bin/true"
+SUMMARY = re.compile(
+    r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops$"
+)
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def marker() -> str:
+    return f"aiorb-{uuid.uuid4().hex[:12]}"
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="0")
+
+
+class Cli:
+    """One `python -m aioringbuf exec ...` process, killed if a test fails."""
+
+    def __init__(self, *args: str, backend: str = "asyncio") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aioringbuf", "exec", "--backend", backend, *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env(), cwd=ROOT,
+        )
+        self.stdout = b""
+        self.stderr = b""
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Until the CLI says it is tracing (after attaching), reading stderr only."""
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while b"tracing" not in self.stderr:
+            left = deadline - time.monotonic()
+            assert left > 0, f"CLI not ready: {self.stderr!r}"
+            if select.select([fd], [], [], left)[0]:
+                chunk = os.read(fd, 4096)
+                assert chunk, f"CLI exited: {self.stderr!r}"
+                self.stderr += chunk
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> tuple[int, str, str]:
+        """Signal it (0: let it end by itself); return status, stdout, stderr."""
+        if sig:
+            time.sleep(0.3)  # let it print what the kernel already sent
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        return (self.proc.returncode, (self.stdout + (out or b"")).decode(),
+                (self.stderr + (err or b"")).decode())
+
+    def __enter__(self) -> Cli:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def run(argv: list[str]) -> subprocess.Popen:
+    """Run a child to completion (its exec is what the CLI should report)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    proc.wait(timeout=20)
+    return proc
+
+
+def summary(stderr: str) -> tuple[int, int, int, int]:
+    lines = stderr.strip().splitlines()
+    m = SUMMARY.match(lines[-1])
+    assert m, stderr
+    assert "Traceback" not in stderr
+    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+
+
+def rows(stdout: str, mark: str) -> list[list[str]]:
+    """Table rows (split on whitespace) that mention ``mark``."""
+    return [line.split() for line in stdout.splitlines() if mark in line]
+
+
+def json_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_table_shows_each_exec_as_a_row(kernel) -> None:
+    mark = marker()
+    with Cli() as cli:
+        cli.wait_ready()
+        proc = run(["/bin/echo", mark, "two words", ""])
+        status, out, err = cli.stop(signal.SIGINT)
+    assert status == 0
+    assert out.splitlines()[0].split() == ["TIME", "PCOMM", "PID", "PPID", "RET", "ARGS"]
+    (row,) = [line for line in out.splitlines() if mark in line]
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", row.split()[0])
+    assert row.split()[1:5] == ["echo", str(proc.pid), str(os.getpid()), "0"]
+    assert row.endswith(f"/bin/echo {mark} 'two words' ''")
+    delivered, shown, kernel_drops, queue_drops = summary(err)
+    assert delivered >= shown >= 1 and kernel_drops == queue_drops == 0
+
+
+def test_json_lines_escape_bytes_that_are_not_utf8(kernel) -> None:
+    mark = marker()
+    with Cli("--json", backend="trio") as cli:
+        cli.wait_ready()
+        proc = run([TRUE.encode(), mark.encode(), b"caf\xc3\xa9", b"bad-\xff"])
+        status, out, err = cli.stop(signal.SIGTERM)
+    assert status == 0
+    (ev,) = [e for e in json_events(out) if mark in e["argv"]]
+    assert ev["argv"] == [TRUE, mark, "café", "bad-\\xff"]
+    assert (ev["pid"], ev["tid"], ev["ppid"], ev["uid"]) == (proc.pid, proc.pid, os.getpid(), 0)
+    assert (ev["filename"], ev["comm"], ev["ret"], ev["syscall"]) == (TRUE, "true", 0, "execve")
+    assert ev["args_truncated"] is False and isinstance(ev["ts_ns"], int)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", ev["time"])
+    assert summary(err)[1] >= 1
+
+
+def test_pid_filter(kernel) -> None:
+    mark = marker()
+    # The shell's pid is known before it execs (exec keeps the pid).
+    waiting = subprocess.Popen(["/bin/sh", "-c", f'read x; exec {TRUE} {mark} chosen'],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        with Cli("--json", "--pid", str(waiting.pid)) as cli:
+            cli.wait_ready()
+            run([TRUE, mark, "other"])
+            assert waiting.stdin is not None
+            waiting.stdin.write(b"go\n")
+            waiting.stdin.close()
+            waiting.wait(timeout=20)
+            status, out, err = cli.stop()
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert status == 0
+    events = json_events(out)
+    assert [e["argv"] for e in events] == [[TRUE, mark, "chosen"]]
+    assert events[0]["pid"] == waiting.pid
+    assert summary(err)[1] == 1
+
+
+def test_uid_filter(kernel) -> None:
+    mark = marker()
+    with Cli("--json", "--uid", "65534") as cli:
+        cli.wait_ready()
+        run([TRUE, mark, "root"])
+        nobody = run([*NOBODY, TRUE, mark, "nobody"])
+        status, out, err = cli.stop()
+    assert status == 0
+    events = json_events(out)
+    assert all(e["uid"] == 65534 for e in events)
+    (ev,) = [e for e in events if mark in e["argv"]]
+    assert ev["argv"] == [TRUE, mark, "nobody"] and ev["pid"] == nobody.pid
+    assert ev["gid"] == 65534
+    assert summary(err)[1] == len(events)
+
+
+def test_name_filter_matches_the_program_name(kernel, tmp_path) -> None:
+    mark = marker()
+    renamed = tmp_path / "aiorb-renamed"  # a name no other program has
+    renamed.symlink_to(TRUE)
+    with Cli("--name", "^aiorb-renamed$") as cli:
+        cli.wait_ready()
+        run([TRUE, mark])
+        proc = run([str(renamed), mark])
+        status, out, err = cli.stop()
+    assert status == 0
+    (row,) = rows(out, mark)
+    assert row[1:5] == ["aiorb-renamed", str(proc.pid), str(os.getpid()), "0"]
+    assert len(out.splitlines()) == 2  # the header and that row
+    assert summary(err)[1] == 1
+
+
+def test_failed_filter_shows_only_failures(kernel, tmp_path) -> None:
+    mark = marker()
+    missing = tmp_path / mark
+    with Cli("--failed") as cli:
+        cli.wait_ready()
+        run([TRUE, mark])
+        proc = run(["/bin/sh", "-c", 'exec "$0"', str(missing)])
+        status, out, err = cli.stop()
+    assert status == 0 and proc.returncode != 0
+    body = out.splitlines()[1:]
+    assert body and all(int(line.split()[4]) < 0 for line in body)
+    (row,) = rows(out, mark)
+    assert row[1:] == ["sh", str(proc.pid), str(os.getpid()), "-2", str(missing)]
+    assert summary(err)[1] == len(body)
+
+
+def test_duration_ends_the_trace_by_itself(kernel) -> None:
+    with Cli("--duration", "0.5", backend="uvloop") as cli:
+        cli.wait_ready()
+        started = time.monotonic()
+        status, out, err = cli.stop(sig=0)
+    assert status == 0
+    assert time.monotonic() - started < 5
+    assert out.startswith("TIME")
+    summary(err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_signals_end_cleanly_with_a_summary(kernel, sig, backend) -> None:
+    with Cli(backend=backend) as cli:
+        cli.wait_ready()
+        status, out, err = cli.stop(sig)
+    assert status == 0, err
+    assert out.startswith("TIME")
+    summary(err)
+
+
+def test_a_reader_that_leaves_ends_the_trace_quietly(kernel) -> None:
+    """`aioringbuf exec | head -2`: EPIPE on the next row ends it, status 0."""
+    with Cli() as cli:
+        cli.wait_ready()
+        assert cli.proc.stdout is not None
+        cli.proc.stdout.close()  # the reader is gone
+        run([TRUE, marker()])
+        cli.proc.stdout = None  # nothing left to read: communicate() skips it
+        status, _, err = cli.stop(sig=0)
+    assert status == 0, err
+    summary(err)
+
+
+def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
+    proc = subprocess.run(
+        [*NOBODY, "--inh-caps=-all", "--bounding-set=-all",
+         sys.executable, "-m", "aioringbuf", "exec"],
+        capture_output=True, text=True, env=env(), cwd="/", timeout=60,
+    )
+    assert proc.returncode == 77
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("aioringbuf exec: ") and "not permitted" in line
+    assert "CAP_BPF" in line
+    assert proc.stdout == ""
+
+
+def test_usage_errors_and_help() -> None:
+    bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--name", "("],
+                         capture_output=True, text=True, env=env())
+    assert bad.returncode == 2 and "bad regular expression" in bad.stderr
+    helptext = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--help"],
+                              capture_output=True, text=True, env=env())
+    assert helptext.returncode == 0
+    assert "backslash escapes" in helptext.stdout and "--failed" in helptext.stdout
