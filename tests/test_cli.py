@@ -265,3 +265,36 @@ def test_usage_errors_and_help() -> None:
                               capture_output=True, text=True, env=env())
     assert helptext.returncode == 0
     assert "backslash escapes" in helptext.stdout and "--failed" in helptext.stdout
+
+
+def exec_links() -> list[dict]:
+    """Links in the kernel whose program is one of exec.bpf.c's (on_exec*)."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                      check=True).stdout)
+    ids = {p["id"] for p in progs if p.get("name", "").startswith("on_exec")}
+    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True,
+                                      check=True).stdout)
+    return [link for link in links if link.get("prog_id") in ids]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_leave_nothing_attached(kernel, sig) -> None:
+    with Cli() as cli:
+        cli.wait_ready()
+        assert exec_links()  # attached while tracing
+        status, _, err = cli.stop(sig)
+    assert status == 0, err
+    assert exec_links() == []
+
+
+def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
+    with Cli() as cli:
+        cli.wait_ready()
+        cli.proc.send_signal(signal.SIGINT)
+        cli.proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        status, _, err = cli.stop(sig=0, timeout=10)
+    assert time.monotonic() - started < 5
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert exec_links() == []
