@@ -47,8 +47,10 @@ from ._errors import (
 )
 from ._exec import ExecEvent, ExecEvents, exec_events
 from ._loader import BpfObject, check_privileges, load
+from ._perfbuf import PerfBuffer
+from ._ringbuf import RingBuffer
 from ._stats import StreamStats
-from ._stream import RingBuffer
+from ._stream import EventStream
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
     "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "NotPrivilegedError",
     "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
-    "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer",
+    "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer", "PerfBuffer",
+    "EventStream",
     "ExecEvent", "ExecEvents", "exec_events",
 ]

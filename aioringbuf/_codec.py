@@ -10,11 +10,14 @@ An :class:`Event` is a ``msgspec.Struct`` whose annotations name C types::
 Fields are laid out as a C compiler lays out the same struct (each field at
 its natural alignment, the size rounded up to the largest alignment), and
 a decoder is generated once per type: one ``struct.unpack_from`` and one
-positional constructor call per record.
+positional constructor call per record. When the C extension is built
+(see ``_fast``), the same layout is also handed to it as a field list, and
+its native decoder (same results, same errors) is the one used.
 """
 
 from __future__ import annotations
 
+import inspect
 import struct
 import typing
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from . import _fast
 from ._errors import DecodeError, EventLayoutError, RecordSizeError
 
 
@@ -154,7 +158,10 @@ def _strs(raw: bytes) -> list[str]:
 
 
 Decoder = Callable[[Any, int, int], Any]
-_cache: dict[type, tuple[Layout, Decoder]] = {}
+# type -> (layout, the pure-Python decoder, the native decoder or None)
+_cache: dict[type, tuple[Layout, Decoder, Decoder | None]] = {}
+# type -> the arguments of _fastring.Layout for it
+_native_args: dict[type, tuple[Any, ...]] = {}
 
 
 def layout_of(event_type: type) -> Layout:
@@ -163,20 +170,37 @@ def layout_of(event_type: type) -> Layout:
 
 
 def decoder_for(event_type: type | None) -> Decoder:
-    """The decoder ``(buffer, offset, length) -> event`` for a type (None: bytes)."""
+    """The decoder ``(buffer, offset, length) -> event`` for a type (None: bytes).
+
+    The native one when the C extension is in use, else the generated Python one.
+    """
     if event_type is None:
         return _decode_bytes
     custom = getattr(event_type, "__aioringbuf_decoder__", None)
     if custom is not None:
         return custom()
-    return _compile(event_type)[1]
+    _, py, native = _compile(event_type)
+    return native or py
+
+
+def decoders_for(event_type: type) -> tuple[Decoder, Decoder | None]:
+    """Both decoders of an Event type: (pure Python, native or None). For tests."""
+    _, py, native = _compile(event_type)
+    return py, native
+
+
+def native_decoder(event_type: type, layout_type: Any) -> Decoder:
+    """A native decoder built with ``layout_type`` (``_fastring.Layout``) even
+    when the package runs pure Python: for tests that compare the two."""
+    _compile(event_type)
+    return layout_type(*_native_args[event_type])  # type: ignore[no-any-return]
 
 
 def _decode_bytes(buf: Any, off: int, n: int) -> bytes:
     return bytes(buf[off : off + n])
 
 
-def _compile(cls: type) -> tuple[Layout, Decoder]:
+def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     hit = _cache.get(cls)
     if hit is not None:
         return hit
@@ -197,6 +221,7 @@ def _compile(cls: type) -> tuple[Layout, Decoder]:
     max_align = 1
     offsets: dict[str, int] = {}
     args: list[str] = []
+    spec: list[tuple[str, int, int, str]] = []  # (kind, offset, length, elem) for C
     slot = 0
     tail: _Tail | None = None
     for i, name in enumerate(names):
@@ -230,29 +255,39 @@ def _compile(cls: type) -> tuple[Layout, Decoder]:
         if isinstance(meta, _CArray):
             args.append(f"v[{slot}:{slot + meta.count}]")
             slot += meta.count
+            spec.append(("[", offsets[name], meta.count, meta.elem.code))
         elif isinstance(meta, _CString):
             args.append(f"_str(v[{slot}])")
             slot += 1
+            spec.append(("z", offsets[name], meta.length, ""))
         else:
             args.append(f"v[{slot}]")
             slot += 1
+            if isinstance(meta, _Scalar):
+                spec.append((meta.code, offsets[name], 1, ""))
+            else:
+                spec.append(("s", offsets[name], meta.length, ""))
 
     fixed = struct.Struct("".join(fmt))
+    name = cls.__name__
     if tail is None:
         size = offset + (-offset % max_align)
-        check = (
-            f"    if n != {size}:\n"
-            f"        raise RecordSizeError(f'{{n}}-byte record does not match "
-            f"{cls.__name__} ({size} bytes in C); check that the event type mirrors "
-            f"the C struct')\n"
-        )
+        check = f"    if n != {size}:\n        raise _size_error(n)\n"
+
+        def size_error(n: int) -> RecordSizeError:
+            return RecordSizeError(
+                f"{n}-byte record does not match {name} ({size} bytes in C); check that "
+                "the event type mirrors the C struct"
+            )
     else:
         size = offset
-        check = (
-            f"    if n < {size}:\n"
-            f"        raise RecordSizeError(f'{{n}}-byte record is shorter than the fixed "
-            f"part of {cls.__name__} ({size} bytes in C)')\n"
-        )
+        check = f"    if n < {size}:\n        raise _size_error(n)\n"
+
+        def size_error(n: int) -> RecordSizeError:
+            return RecordSizeError(
+                f"{n}-byte record is shorter than the fixed part of {name} ({size} bytes in C)"
+            )
+
         rest = f"buf[off + {size} : off + n]"
         if tail.kind is bytes:
             args.append(f"bytes({rest})")
@@ -271,13 +306,30 @@ def _compile(cls: type) -> tuple[Layout, Decoder]:
         "_cls": cls,
         "_str": _str,
         "_strs": _strs,
-        "RecordSizeError": RecordSizeError,
+        "_size_error": size_error,
     }
     exec(compile(src, f"<aioringbuf decoder for {cls.__qualname__}>", "exec"), namespace)
     layout = Layout(offsets, size, max_align, tail is not None)
-    result = (layout, namespace["decode"])
+    tail_kind = "" if tail is None else tail.kind.__name__  # bytes, str or list
+    direct = tuple(names) if _plain_constructor(cls) else None
+    _native_args[cls] = (cls, tuple(spec), size, tail_kind, size_error, direct)
+    native = None if _fast.Layout is None else _fast.Layout(*_native_args[cls])
+    result = (layout, namespace["decode"], native)
     _cache[cls] = result
     return result
+
+
+def _plain_constructor(cls: type) -> bool:
+    """Whether ``cls(*values)`` only stores the values: untracked (gc=False),
+    no ``__post_init__``, every field positional. Then the native decoder may
+    fill the instance's slots itself, which is all msgspec would do."""
+    if getattr(cls, "__post_init__", None) is not None or cls.__struct_config__.gc:
+        return False
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
 
 
 def decode(event_type: type | None, record: bytes) -> Any:

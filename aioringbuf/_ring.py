@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, MutableSequence
+from typing import Any, NamedTuple
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -51,17 +51,20 @@ def record_span(length: int) -> int:
 Decode = Callable[[Any, int, int], Any]
 
 
-class WalkResult:
-    """Where a walk stopped and what it saw on the way."""
+class WalkResult(NamedTuple):
+    """Where a walk stopped and what it saw on the way.
 
-    __slots__ = ("busy", "decode_errors", "discarded", "error", "pos")
+    A plain tuple, so that the C walk (aioringbuf/_fastring.c) can return
+    the same thing; the perf ring walk uses the same shape (``busy`` and
+    ``discarded`` stay 0 there, ``lost`` stays 0 here).
+    """
 
-    def __init__(self) -> None:
-        self.pos = 0
-        self.busy = False  # stopped at a BUSY record
-        self.discarded = 0
-        self.decode_errors = 0
-        self.error: BaseException | None = None  # set only when strict
+    pos: int  # the position after the last record consumed
+    busy: bool = False  # stopped at a BUSY record
+    discarded: int = 0
+    decode_errors: int = 0
+    error: BaseException | None = None  # set only when strict
+    lost: int = 0  # perf rings: samples the kernel reported lost
 
 
 def walk(
@@ -73,44 +76,45 @@ def walk(
     budget: int,
     decode: Decode,
     events: list[Any],
-    starts: list[int] | None,
+    starts: MutableSequence[int] | None,
     strict: bool,
 ) -> WalkResult:
     """Decode committed records from ``cons`` up to ``prod``, at most ``budget``.
 
     Appends each decoded record to ``events`` (and, if given, the position of
-    its header to ``starts``, so a consumer that stops early can hand back
+    its header to ``starts``, a list or an ``array('Q')``, so a consumer that stops
+    early can hand back
     exactly the undelivered ones). Records are copied out by ``decode``
     before the caller publishes the returned ``pos`` as the new consumer
     position: after that the kernel may overwrite them. A record ``decode``
     rejects is consumed and counted; when ``strict`` the walk stops right
     after it and returns the error for the caller to raise in order.
     """
-    res = WalkResult()
-    taken = 0
+    taken = discarded = decode_errors = 0
+    busy = False
+    error: BaseException | None = None
     while cons < prod and taken < budget:
         off = base + (cons & mask)
         state, length = parse_header(_header(data, off)[0])
         if state is HeaderState.BUSY:
             # Records are ordered by reservation: later ones wait for this one.
-            res.busy = True
+            busy = True
             break
         start = cons
         cons += record_span(length)
         if state is HeaderState.DISCARDED:
-            res.discarded += 1
+            discarded += 1
             continue
         try:
             ev = decode(data, off + HEADER_SIZE, length)
         except Exception as exc:
-            res.decode_errors += 1
+            decode_errors += 1
             if strict:
-                res.error = exc
+                error = exc
                 break
             continue
         events.append(ev)
         if starts is not None:
             starts.append(start)
         taken += 1
-    res.pos = cons
-    return res
+    return WalkResult(cons, busy, discarded, decode_errors, error)

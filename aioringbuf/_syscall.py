@@ -20,6 +20,7 @@ _SYS_BPF = 321  # x86-64; the only architecture the package is built for
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
@@ -277,6 +278,15 @@ def map_update(fd: int, key: int, value: bytes) -> None:
     attr.elem.key = ctypes.addressof(k)
     attr.elem.value = ctypes.addressof(v)
     bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {fd}")
+
+
+def map_delete(fd: int, key: int) -> None:
+    """Delete u32 ``key`` (for perf event arrays: drops the map's reference to the event)."""
+    k = ctypes.c_uint32(key)
+    attr = _Attr()
+    attr.elem.map_fd = fd
+    attr.elem.key = ctypes.addressof(k)
+    bpf(BPF_MAP_DELETE_ELEM, attr, f"deleting key {key} of map fd {fd}")
 
 
 @functools.cache

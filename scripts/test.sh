@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Set up (if needed), rebuild the BPF objects, lint, and run every test
-# against the real kernel on asyncio, uvloop and trio.
+# against the real kernel on asyncio, uvloop and trio: once on the C hot
+# path (aioringbuf/_fastring.c, which must have been built) and once on the
+# pure-Python fallback, which must behave the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-exec .venv/bin/pytest "$@"
+echo "== tests on the C hot path"
+AIORINGBUF_REQUIRE_C=1 .venv/bin/pytest "$@"
+echo "== tests on the pure-Python path (AIORINGBUF_PURE=1)"
+AIORINGBUF_PURE=1 .venv/bin/pytest "$@"

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 import aioringbuf
+from aioringbuf import _fast
 
 TESTS = pathlib.Path(__file__).parent
 BPF_DIR = TESTS / "bpf"
@@ -59,7 +60,8 @@ def kernel() -> None:
 @pytest.fixture(scope="session")
 def bpf_objects(kernel: None) -> pathlib.Path:
     """The test BPF objects, built from bpf/tests by `make -C bpf`."""
-    missing = [n for n in ("ringgen", "layout", "getpgid") if not (BPF_DIR / f"{n}.bpf.o").exists()]
+    names = ("ringgen", "layout", "getpgid", "perfgen", "adaptive")
+    missing = [n for n in names if not (BPF_DIR / f"{n}.bpf.o").exists()]
     if missing:
         subprocess.run(["make", "-C", str(TESTS.parent / "bpf")], check=True)
     return BPF_DIR
@@ -71,6 +73,22 @@ def bpffs(kernel: None) -> pathlib.Path:
     if not os.path.ismount(root):
         subprocess.run(["mount", "-t", "bpf", "bpf", str(root)], check=True)
     return root
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    how = "AIORINGBUF_PURE=1" if _fast.PURE else "the C extension" if _fast.IMPLEMENTATION == "c" \
+        else "no C extension built"
+    return f"aioringbuf hot path: {_fast.IMPLEMENTATION} ({how})"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # CI runs the suite once on each path; AIORINGBUF_REQUIRE_C=1 makes sure
+    # the C run did not quietly fall back to pure Python (a failed build).
+    if os.environ.get("AIORINGBUF_REQUIRE_C") and _fast.IMPLEMENTATION != "c":
+        raise pytest.UsageError(
+            "AIORINGBUF_REQUIRE_C=1 but aioringbuf._fastring is not in use: build it "
+            "(pip install -e . or python setup.py build_ext --inplace) and unset AIORINGBUF_PURE"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -96,6 +114,25 @@ def ringgen_factory(bpf_objects: pathlib.Path):
             bpf_objects / "ringgen.bpf.o", attach=False, map_sizes={"events": ring_size}
         ).open()
         gen = Generator(obj)
+        made.append((obj, gen))
+        return gen
+
+    yield make
+    for obj, gen in made:
+        gen.close()
+        obj.close()
+
+
+@pytest.fixture
+def perfgen_factory(bpf_objects: pathlib.Path):
+    """Load perfgen.bpf.o (a perf event array); everything closed after the test."""
+    from perfgen import PerfGenerator
+
+    made: list[tuple[aioringbuf.BpfObject, PerfGenerator]] = []
+
+    def make() -> PerfGenerator:
+        obj = aioringbuf.load(bpf_objects / "perfgen.bpf.o", attach=False).open()
+        gen = PerfGenerator(obj)
         made.append((obj, gen))
         return gen
 

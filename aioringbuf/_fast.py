@@ -1,0 +1,71 @@
+"""The hot path, in C when it was built, in pure Python otherwise.
+
+``aioringbuf/_fastring.c`` is an optional extension (``pip install`` builds
+it when a C compiler is there, and carries on without it when not). It
+provides the same three things as the pure-Python modules, with the same
+behaviour, only faster:
+
+* ``walk`` and ``walk_perf``: the record walks of ``_ring`` and ``_perfring``;
+* ``Layout``: a native decoder for an Event type (see ``_codec``);
+* ``Cursor``: the base of every stream, whose ``__anext__`` hands out the
+  next event of the current batch without creating a coroutine.
+
+``AIORINGBUF_PURE=1`` in the environment forces the pure-Python path (the
+test suite runs once each way); :data:`IMPLEMENTATION` says which is in use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._perfring import walk_perf as _py_walk_perf
+from ._ring import walk as _py_walk
+
+PURE = os.environ.get("AIORINGBUF_PURE", "").lower() not in ("", "0", "false", "no")
+
+_fastring: Any = None
+if not PURE:
+    try:
+        from . import _fastring  # type: ignore[attr-defined, no-redef]
+    except ImportError:
+        _fastring = None
+
+
+class PyCursor:
+    """The current batch of a stream and the fast path of ``__anext__``.
+
+    Subclasses implement ``_anext_slow()`` (a coroutine) for when the batch
+    is used up. The C twin is ``_fastring.Cursor``: same attributes, same
+    behaviour, but its ``__anext__`` returns an already-completed awaitable
+    instead of a new coroutine per event.
+    """
+
+    def __init__(self) -> None:
+        self._batch: list[Any] = []
+        self._idx = 0
+        self._nbatch = 0
+
+    async def __anext__(self) -> Any:
+        i = self._idx
+        if i < self._nbatch:
+            self._idx = i + 1
+            return self._batch[i]
+        return await self._anext_slow()
+
+    async def _anext_slow(self) -> Any:
+        raise NotImplementedError
+
+
+if _fastring is not None:
+    IMPLEMENTATION = "c"
+    walk = _fastring.walk
+    walk_perf = _fastring.walk_perf
+    Cursor: Any = _fastring.Cursor
+    Layout: Any = _fastring.Layout
+else:
+    IMPLEMENTATION = "python"
+    walk = _py_walk
+    walk_perf = _py_walk_perf
+    Cursor = PyCursor
+    Layout = None

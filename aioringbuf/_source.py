@@ -1,0 +1,213 @@
+"""Sources: the kernel buffers a stream reads, behind one small interface.
+
+The stream (``_stream.EventStream``) owns everything async — waiting,
+queueing, overflow, closing, counting. What differs between a BPF ring
+buffer and a perf event array is only how records are found and handed
+back, and that is all a source does:
+
+* ``read(budget, events, starts, strict)`` decodes up to ``budget`` records
+  into ``events`` (with their start positions in ``starts``, if given) and
+  returns a :class:`~aioringbuf._ring.WalkResult` (or the plain tuple of the
+  C walk: the stream unpacks it by position). It hands nothing back
+  to the kernel: the records stay reserved until ``commit``.
+* ``commit(pos)`` hands the space up to ``pos`` (``WalkResult.pos``, or a
+  start from ``starts``) of the last ``read`` back to the kernel.
+* ``fileno()`` is the one fd the event loop waits on for more.
+* ``positions()``, ``size``, ``kernel_drops()`` feed ``stats()``.
+* ``keeps_undelivered``: whether records read but never committed survive
+  ``close()`` for the next consumer (a ring buffer map does; a perf ring
+  dies with its consumer's perf event).
+* ``close()`` releases everything but the waited-on fd, ``close_fd()``
+  that one: the stream closes it only once no task is registered on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableSequence
+from typing import Any, Protocol
+
+from . import _syscall
+from ._fast import walk, walk_perf
+from ._perfmap import PerfRings
+from ._ring import Decode, WalkResult
+from ._ringmap import RingMemory
+
+
+class Source(Protocol):
+    name: str
+    size: int
+    keeps_undelivered: bool
+
+    def fileno(self) -> int: ...
+    def read(self, budget: int, events: list[Any], starts: MutableSequence[int] | None,
+             strict: bool) -> WalkResult: ...
+    def commit(self, pos: int) -> None: ...
+    def positions(self) -> tuple[int, int]: ...
+    def kernel_drops(self) -> int | None: ...
+    def close(self) -> None: ...
+    def close_fd(self) -> None: ...
+
+
+def _dup(fd: int | None) -> int:
+    return -1 if fd is None else os.dup(fd)
+
+
+class RingSource:
+    """A ``BPF_MAP_TYPE_RINGBUF`` map: one mmap, one consumer position."""
+
+    keeps_undelivered = True
+
+    def __init__(self, map_fd: int, name: str, size: int, decode: Decode,
+                 drop_counter_fd: int | None) -> None:
+        self.name = name
+        self.size = size
+        self._decode = decode
+        self._fd = self._drops_fd = -1
+        self._mem: RingMemory | None = None
+        try:
+            self._fd = os.dup(map_fd)
+            self._drops_fd = _dup(drop_counter_fd)
+            self._mem = RingMemory(self._fd, size)
+        except BaseException:
+            self.close()
+            self.close_fd()
+            raise
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, budget: int, events: list[Any], starts: MutableSequence[int] | None,
+             strict: bool) -> WalkResult:
+        mem = self._mem
+        assert mem is not None
+        return walk(mem.data, mem.base, mem.mask, mem.consumer_pos(), mem.producer_pos(),
+                    budget, self._decode, events, starts, strict)
+
+    def commit(self, pos: int) -> None:
+        assert self._mem is not None
+        self._mem.publish_consumer_pos(pos)
+
+    def positions(self) -> tuple[int, int]:
+        assert self._mem is not None
+        return self._mem.consumer_pos(), self._mem.producer_pos()
+
+    def kernel_drops(self) -> int | None:
+        return _syscall.percpu_u64_sum(self._drops_fd) if self._drops_fd >= 0 else None
+
+    def close(self) -> None:
+        if self._mem is not None:
+            self._mem.close()
+            self._mem = None
+        if self._drops_fd >= 0:
+            os.close(self._drops_fd)
+            self._drops_fd = -1
+
+    def close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class PerfSource:
+    """A ``BPF_MAP_TYPE_PERF_EVENT_ARRAY``: one perf ring per CPU, read in turn.
+
+    Each ``read`` takes records from one CPU's ring only (the next one with
+    data, round robin, so a busy CPU cannot starve the others), which keeps
+    ``commit`` exact. Records are in order within a CPU; across CPUs there
+    is no order to keep.
+    """
+
+    keeps_undelivered = False
+
+    def __init__(self, map_fd: int, name: str, max_entries: int, decode: Decode,
+                 exact_size: int, drop_counter_fd: int | None, per_cpu_size: int,
+                 cpus: Any, wakeup_events: int, watermark: int | None) -> None:
+        self.name = name
+        self._decode = decode
+        self._exact = exact_size
+        self._lost = 0  # from PERF_RECORD_LOST records, when the kernel cannot say more
+        self._cur: Any = None  # the ring of the last read, which commit() applies to
+        self._next = 0
+        self._drops_fd = -1
+        self._rings: PerfRings | None = None
+        try:
+            self._drops_fd = _dup(drop_counter_fd)
+            self._rings = PerfRings(map_fd, max_entries, per_cpu_size, cpus,
+                                    wakeup_events, watermark)
+        except BaseException:
+            self.close()
+            self.close_fd()
+            raise
+        self.cpus = [r.cpu for r in self._rings.rings]
+        self.size = per_cpu_size * len(self.cpus)
+
+    def fileno(self) -> int:
+        assert self._rings is not None
+        return self._rings.fileno()
+
+    def read(self, budget: int, events: list[Any], starts: MutableSequence[int] | None,
+             strict: bool) -> WalkResult:
+        assert self._rings is not None
+        rings = self._rings.rings
+        n = len(rings)
+        decode_errors = 0
+        for k in range(n):
+            i = (self._next + k) % n
+            ring = rings[i]
+            tail = ring.tail()
+            head = ring.head()
+            if tail == head:
+                continue
+            pos, _, _, errors, error, lost = walk_perf(
+                ring.data, ring.base, ring.size, tail, head, budget, self._decode,
+                events, starts, strict, self._exact)
+            self._lost += lost
+            decode_errors += errors
+            if events or error is not None:
+                self._cur = ring
+                self._next = (i + 1) % n
+                return WalkResult(pos, False, 0, decode_errors, error)
+            ring.publish_tail(pos)  # only losses or bad records there: nothing to keep
+        self._cur = None
+        return WalkResult(0, decode_errors=decode_errors)
+
+    def commit(self, pos: int) -> None:
+        if self._cur is not None:
+            self._cur.publish_tail(pos)
+
+    def positions(self) -> tuple[int, int]:
+        assert self._rings is not None
+        rings = self._rings.rings
+        return sum(r.tail() for r in rings), sum(r.head() for r in rings)
+
+    def kernel_drops(self) -> int | None:
+        """Samples lost in full perf rings, plus failed outputs the BPF side counted.
+
+        On Linux >= 6.0 the kernel's own per-event count (PERF_FORMAT_LOST)
+        is exact at any moment; before that, PERF_RECORD_LOST records say
+        it, but only once the next sample after a loss has been written.
+        """
+        assert self._rings is not None
+        if self._rings.count_lost:
+            lost = sum(r.lost_samples() for r in self._rings.rings)
+        else:
+            lost = self._lost
+        if self._drops_fd >= 0:
+            lost += _syscall.percpu_u64_sum(self._drops_fd)
+        return lost
+
+    def close(self) -> None:
+        # The perf fds are registered in our own epoll set, not in the loop's:
+        # they can go now; only the epoll fd waits for close_fd().
+        self._cur = None
+        if self._rings is not None:
+            self._rings.close()
+        if self._drops_fd >= 0:
+            os.close(self._drops_fd)
+            self._drops_fd = -1
+
+    def close_fd(self) -> None:
+        if self._rings is not None:
+            self._rings.close_epoll()
+            self._rings = None

@@ -1,0 +1,124 @@
+"""aioringbuf as a benchmark consumer (see common.py for the protocol).
+
+Extra arguments: ``iter`` or ``batch`` (``async for ev in stream`` or
+``async for batch in stream.batches()``; ``idle`` reads nothing: the
+producer-alone baseline, with MODE drain), then the anyio backend
+(asyncio, uvloop or trio). AIORINGBUF_PURE=1 in the environment runs the
+pure-Python path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import anyio
+import common
+
+import aioringbuf
+from aioringbuf import U32, U64, Event, _fast, _syscall
+
+OBJECT = os.environ["BENCH_OBJECT"]
+
+
+class BenchRec(Event):
+    seq: U64
+    ts_ns: U64
+    cpu: U32
+    pid: U32
+    arg: U64
+
+
+async def consume_iter(stream, mode: str, target: int, lat: list[int]) -> None:
+    now = time.monotonic_ns
+    if mode == "latency":
+        async for ev in stream:
+            lat.append(now() - ev.ts_ns)
+    elif mode == "drain":
+        n = 0
+        async for _ in stream:
+            n += 1
+            if n >= target:
+                return
+    else:
+        async for _ in stream:
+            pass
+
+
+async def consume_batches(stream, mode: str, target: int, lat: list[int]) -> None:
+    now = time.monotonic_ns
+    if mode == "latency":
+        async for batch in stream.batches():
+            t = now()
+            lat.extend(t - ev.ts_ns for ev in batch)
+    elif mode == "drain":
+        n = 0
+        async for batch in stream.batches():
+            n += len(batch)
+            if n >= target:
+                return
+    else:
+        async for _ in stream.batches():
+            pass
+
+
+async def main(args: common.Args) -> None:
+    style = args.extra[0] if args.extra else "iter"
+    kind = args.kind
+    sizes = {"ring": args.size} if kind != "perf" else None
+    async with aioringbuf.load(OBJECT, map_sizes=sizes) as obj:
+        ctl = obj.map_fd("control")
+        _syscall.map_update(ctl, common.MODE, common.MODES[kind].to_bytes(8, "little"))
+        _syscall.map_update(ctl, common.TARGET, args.pid.to_bytes(8, "little"))
+        if kind == "perf":
+            stream = obj.perf_buffer("perf", BenchRec, per_cpu_size=args.size)
+        elif kind == "ring-adaptive":
+            stream = obj.ring_buffer("ring", BenchRec, flush_interval=0.005)
+        else:
+            stream = obj.ring_buffer("ring", BenchRec)
+
+        def produced() -> int:
+            return int.from_bytes(_syscall.map_lookup(ctl, common.PRODUCED, 8), "little")
+
+        async with stream:
+            common.ready()
+            if style == "idle":
+                clock = common.Clock()
+                clock.start()
+                await anyio.to_thread.run_sync(common.wait_go)
+                clock.stop()
+                common.report(0, produced(), clock)
+                return
+            target = 0
+            if args.mode == "drain":
+                await anyio.to_thread.run_sync(common.wait_go)
+                target = produced()
+            lat: list[int] = []
+            consume = consume_batches if style == "batch" else consume_iter
+            clock = common.Clock()
+            clock.start()
+            last_event = [time.monotonic()]
+            async with anyio.create_task_group() as tg:
+                if args.mode != "drain":
+                    async def watchdog() -> None:
+                        idle = common.Idle()
+                        while not idle.over(stream.stats().delivered):
+                            await anyio.sleep(0.05)
+                        last_event[0] = idle.last_change
+                        tg.cancel_scope.cancel()
+                    tg.start_soon(watchdog)
+                await consume(stream, args.mode, target, lat)
+                tg.cancel_scope.cancel()
+            clock.stop(None if args.mode == "drain" else last_event[0])
+            common.report(stream.stats().delivered, produced(), clock, lat,
+                          impl=_fast.IMPLEMENTATION, style=style)
+
+
+if __name__ == "__main__":
+    parsed = common.parse()
+    backend = parsed.extra[1] if len(parsed.extra) > 1 else "asyncio"
+    options = {"use_uvloop": True} if backend == "uvloop" else {}
+    anyio.run(main, parsed, backend="trio" if backend == "trio" else "asyncio",
+              backend_options=options)
+    sys.exit(0)

@@ -1,0 +1,439 @@
+"""aioringbuf against perf buffers and its peers: ``sudo python benchmarks/run.py``.
+
+Builds what it needs (the BPF object, the C producer and libbpf peers, the
+C extension in place), installs the benchmark-only packages
+(benchmarks/setup.sh, skip with --no-setup), runs every consumer on the
+same BPF program and 32-byte record, prints the tables, and writes
+benchmarks/results/results-<time>.json, latest.json and benchmarks.png.
+
+One process per consumer, pinned to CPU 0; the producer (benchmarks/c/
+producer.c: getpgid(0) in a loop, traced by bench.bpf.c filtered to its
+pid) pinned to CPU 1. Scenarios:
+
+* drain: the producer fills the ring first (nobody reading), then only
+  the read-out is timed: the consumer's own cost per event;
+* live: the producer as fast as it can for a few seconds: events/s
+  delivered, kernel drops, consumer CPU per event, producer rate;
+* latency: fixed rates (1k, 10k, 100k records/s): BPF timestamp to the
+  consumer's hands, p50 / p99 / p99.9;
+* wakeups: the producer's rate alone, then with aioringbuf consuming
+  with the kernel's default wakeups and with adaptive ones.
+
+Needs root, two CPUs, and a quiet machine for numbers worth comparing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BUILD = HERE / "build"
+RESULTS = HERE / "results"
+OBJECT = BUILD / "bench.bpf.o"
+SYSTEM_PYTHON = "/usr/bin/python3"  # where Debian's python3-bpfcc lives
+CONSUMER_CPU, PRODUCER_CPU = 0, 1
+RING_SIZE = 32 << 20  # holds 838k records of 40 bytes (8-byte header + 32)
+PERF_SIZE = 32 << 20  # per CPU: 699k samples of 48 bytes
+
+
+# -- building -----------------------------------------------------------------
+
+
+def sh(cmd: list[str], **kw: object) -> None:
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def build() -> None:
+    BUILD.mkdir(exist_ok=True)
+    sh(["make", "-s", "-C", str(ROOT / "bpf")])  # vmlinux.h, and the package's own objects
+    sh(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror",
+        f"-I{ROOT / 'bpf/build'}", f"-I{ROOT / 'bpf/include'}", f"-I{HERE / 'bpf'}",
+        "-c", str(HERE / "bpf/bench.bpf.c"), "-o", str(OBJECT)])
+    sh(["llvm-strip", "-g", str(OBJECT)])
+    sh(["gcc", "-O2", "-Wall", "-o", str(BUILD / "producer"), str(HERE / "c/producer.c")])
+    sh(["gcc", "-O2", "-Wall", "-o", str(BUILD / "libbpf_consumer"),
+        str(HERE / "c/libbpf_consumer.c"), "-lbpf"])
+    # The C extension, in place, for the aioringbuf rows (they say which path ran).
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+# -- consumers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Consumer:
+    name: str
+    kind: str  # ring or perf (ring-adaptive only in the wakeup scenario)
+    argv: tuple[str, ...]  # before KIND MODE PID CPU SIZE
+    extra: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    python: str | None = None  # None: not Python
+
+    def command(self, kind: str, mode: str, pid: int, size: int) -> list[str]:
+        if self.python is None:  # the libbpf peer: OBJ ring|perf MODE PID CPU SIZE
+            return [*self.argv, "perf" if kind == "perf" else "ring", mode, str(pid),
+                    str(CONSUMER_CPU), str(size)]
+        return [*self.argv, kind, mode, str(pid), str(CONSUMER_CPU), str(size), *self.extra]
+
+
+def consumers() -> list[Consumer]:
+    py = sys.executable
+    aiorb = (py, str(HERE / "consumers/aiorb_consumer.py"))
+    bcc = (SYSTEM_PYTHON, str(HERE / "consumers/bcc_consumer.py"))
+    libbpf = (str(BUILD / "libbpf_consumer"), str(OBJECT))
+    return [
+        Consumer("aioringbuf RingBuffer async for", "ring", aiorb, ("iter",), python=py),
+        Consumer("aioringbuf RingBuffer batches()", "ring", aiorb, ("batch",), python=py),
+        Consumer("aioringbuf RingBuffer async for, pure Python", "ring", aiorb, ("iter",),
+                 (("AIORINGBUF_PURE", "1"),), python=py),
+        Consumer("aioringbuf PerfBuffer async for", "perf", aiorb, ("iter",), python=py),
+        Consumer("aioringbuf PerfBuffer batches()", "perf", aiorb, ("batch",), python=py),
+        Consumer("libbpf C ring_buffer__poll", "ring", libbpf),
+        Consumer("libbpf C perf_buffer__poll", "perf", libbpf),
+        Consumer("BCC ring_buffer_poll", "ring", bcc, python=SYSTEM_PYTHON),
+        Consumer("BCC perf_buffer_poll", "perf", bcc, python=SYSTEM_PYTHON),
+        Consumer("pylibbpf PerfEventArray", "perf",
+                 (py, str(HERE / "consumers/pylibbpf_consumer.py")), python=py),
+    ]
+
+
+def bcc_problem() -> str | None:
+    """Why the BCC peers cannot run here, or None."""
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found"
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import bcc"], capture_output=True, text=True)
+    if probe.returncode:
+        return "python3-bpfcc is not installed (benchmarks/setup.sh installs it)"
+    if not Path(f"/lib/modules/{os.uname().release}/build").exists():
+        return (f"no kernel headers at /lib/modules/{os.uname().release}/build "
+                "(benchmarks/setup.sh links Debian's nearest linux-headers-*-amd64)")
+    return None
+
+
+# -- one run --------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    consumer: str
+    python: str = ""
+    delivered: int = 0
+    produced: int = 0
+    kernel_drops: int = 0
+    events_per_s: float = 0.0
+    cpu_us_per_event: float = 0.0
+    producer_rate: float = 0.0
+    lat_us: list[float] = field(default_factory=list)  # p50, p99, p99.9
+    skipped: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def read_line(proc: subprocess.Popen[str], what: str, timeout: float) -> str:
+    """The next stdout line of ``proc``; raise with its stderr if it ends first."""
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), True)
+    import select
+
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if line:
+                return line.strip()
+            break
+        if proc.poll() is not None:
+            break
+    err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+    proc.kill()
+    tail = " | ".join(err.strip().splitlines()[-3:]) if err else "no output"
+    raise RuntimeError(f"{what}: {tail}")
+
+
+def send(proc: subprocess.Popen[str], text: str = "go") -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(text + "\n")
+    proc.stdin.flush()
+
+
+def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
+
+
+def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: list[str],
+            size: int, timeout: float = 180) -> Row:
+    row = Row(scenario, c.name, python=c.python or "(C)")
+    producer = start([str(BUILD / "producer"), str(PRODUCER_CPU), *producer_args])
+    consumer = None
+    try:
+        pid = int(read_line(producer, "producer", 10).split()[1])
+        env = dict(os.environ, BENCH_OBJECT=str(OBJECT),
+                   PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE / "consumers")]))
+        env.update(dict(c.env))
+        consumer = start(c.command(kind, mode, pid, size), env)
+        if read_line(consumer, c.name, 120) != "ready":
+            raise RuntimeError(f"{c.name}: did not say ready")
+        send(producer)
+        prod = json.loads(read_line(producer, "producer", timeout))
+        if mode == "drain":
+            send(consumer)
+        out = json.loads(read_line(consumer, c.name, timeout))
+    except (RuntimeError, ValueError) as exc:
+        row.skipped = str(exc)[:300]
+        return row
+    finally:
+        for p in (producer, consumer):
+            if p is not None and p.poll() is None:
+                p.kill()
+            if p is not None:
+                p.wait()
+    cpu = out["user_s"] + out["sys_s"]
+    row.python = out["python"] or "(C)"
+    row.delivered, row.produced = out["delivered"], out["produced"]
+    row.kernel_drops = row.produced - row.delivered
+    row.cpu_us_per_event = cpu / row.delivered * 1e6 if row.delivered else 0.0
+    row.producer_rate = prod["calls"] / prod["seconds"] if prod["seconds"] else 0.0
+    if mode == "drain":
+        row.events_per_s = row.delivered / out["wall_s"] if out["wall_s"] else 0.0
+    else:
+        row.events_per_s = row.delivered / prod["seconds"] if prod["seconds"] else 0.0
+    row.lat_us = [x / 1000 for x in out["lat_ns"]]
+    row.extra = {k: v for k, v in out.items() if k in ("impl", "style")}
+    if row.extra.get("impl") == "python" and "pure" not in c.name:
+        row.extra["note"] = "C extension not built: pure-Python path"
+    return row
+
+
+# -- scenarios ----------------------------------------------------------------
+
+
+def drain(cs: list[Consumer], n: int) -> list[Row]:
+    return [run_one("drain", c, c.kind, "drain", ["count", str(n)],
+                    PERF_SIZE if c.kind == "perf" else RING_SIZE) for c in cs]
+
+
+def live(cs: list[Consumer], seconds: float) -> list[Row]:
+    return [run_one("live", c, c.kind, "live", ["spin", str(seconds)],
+                    PERF_SIZE if c.kind == "perf" else RING_SIZE) for c in cs]
+
+
+def latency(cs: list[Consumer], rates: list[int], seconds: float) -> list[Row]:
+    rows = []
+    for rate in rates:
+        for c in cs:
+            rows.append(run_one(f"latency {rate // 1000}k/s", c, c.kind, "latency",
+                                ["rate", str(rate), str(seconds)],
+                                PERF_SIZE if c.kind == "perf" else RING_SIZE))
+    return rows
+
+
+def wakeups(cs: list[Consumer], seconds: float) -> list[Row]:
+    """The producer alone, then with consumers (default and adaptive wakeups)."""
+    py = sys.executable
+    aiorb = (py, str(HERE / "consumers/aiorb_consumer.py"))
+    alone = Consumer("producer alone (program attached, nobody reading)", "ring", aiorb,
+                     ("idle",), python=py)
+    # A ring that holds the whole run: the producer never meets a full ring.
+    big = 512 << 20
+    rows = [run_one("wakeups", alone, "ring", "drain", ["spin", str(seconds)], big)]
+    rows[0].kernel_drops = 0  # nobody read: not drops
+    by_name = {c.name: c for c in cs}
+    plan = [
+        (by_name["aioringbuf RingBuffer async for"], "ring", "default wakeups"),
+        (by_name["aioringbuf RingBuffer async for"], "ring-adaptive",
+         "adaptive wakeups, flush_interval=5ms"),
+        (by_name["aioringbuf RingBuffer batches()"], "ring-adaptive",
+         "adaptive wakeups, flush_interval=5ms"),
+        (by_name["libbpf C ring_buffer__poll"], "ring", "default wakeups"),
+    ]
+    for c, kind, label in plan:
+        row = run_one("wakeups", c, kind, "live", ["spin", str(seconds)], RING_SIZE)
+        row.consumer = f"{c.name} ({label})"
+        rows.append(row)
+    base = rows[0].producer_rate
+    for row in rows:
+        row.extra["producer_vs_alone"] = row.producer_rate / base if base else 0.0
+    return rows
+
+
+# -- output -------------------------------------------------------------------
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x / 1e6:.2f} M" if x >= 1e6 else f"{x / 1e3:.0f} k"
+
+
+def table(title: str, rows: list[Row], cols: list[tuple[str, object]]) -> str:
+    lines = [title]
+    body = []
+    for r in rows:
+        if r.skipped:
+            body.append([r.consumer, f"skipped: {r.skipped}"] + [""] * (len(cols) - 1))
+            continue
+        body.append([r.consumer] + [f(r) for _, f in cols])  # type: ignore[operator]
+    head = ["consumer"] + [h for h, _ in cols]
+    widths = [max(len(str(x[i])) for x in [head, *body] if i < len(x)) for i in range(len(head))]
+    widths[1] = min(widths[1], 60) if len(widths) > 1 else 0
+    for line in [head, ["-" * w for w in widths], *body]:
+        lines.append("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)))
+    return "\n".join(lines)
+
+
+def drops_cell(r: Row) -> str:
+    return f"{r.kernel_drops} ({r.kernel_drops / (r.produced or 1):.1%})"
+
+
+def tables(rows: list[Row]) -> str:
+    out = []
+    pick = [r for r in rows if r.scenario == "drain"]
+    if pick:
+        out.append(table("Drain: ring filled first, only the read-out timed", pick, [
+            ("events/s", lambda r: fmt_rate(r.events_per_s)),
+            ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}"),
+            ("delivered", lambda r: str(r.delivered)),
+            ("python", lambda r: r.python),
+        ]))
+    pick = [r for r in rows if r.scenario == "live"]
+    if pick:
+        out.append(table("Live: producer (getpgid loop, CPU 1) as fast as it can", pick, [
+            ("events/s", lambda r: fmt_rate(r.events_per_s)),
+            ("kernel drops", drops_cell),
+            ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}"),
+            ("producer/s", lambda r: fmt_rate(r.producer_rate)),
+            ("python", lambda r: r.python),
+        ]))
+    for scen in sorted({r.scenario for r in rows if r.scenario.startswith("latency")},
+                       key=lambda s: int(s.split()[1][:-3])):
+        pick = [r for r in rows if r.scenario == scen]
+        out.append(table(f"Latency, BPF timestamp -> consumer, at {scen.split()[1]}", pick, [
+            ("p50 us", lambda r: f"{r.lat_us[0]:.0f}"),
+            ("p99 us", lambda r: f"{r.lat_us[1]:.0f}"),
+            ("p99.9 us", lambda r: f"{r.lat_us[2]:.0f}"),
+            ("drops", lambda r: str(r.kernel_drops)),
+            ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.2f}"),
+        ]))
+    pick = [r for r in rows if r.scenario == "wakeups"]
+    if pick:
+        out.append(table("Wakeups: the producer's rate with and without a consumer", pick, [
+            ("producer/s", lambda r: fmt_rate(r.producer_rate)),
+            ("vs alone", lambda r: f"{r.extra.get('producer_vs_alone', 0):.0%}"),
+            ("kernel drops", lambda r: str(r.kernel_drops)),
+            ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}" if r.delivered else "-"),
+        ]))
+    return "\n\n".join(out)
+
+
+def chart(rows: list[Row], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'aioringbuf[bench]')"
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    ok = [r for r in rows if not r.skipped]
+    for ax, scen, key, label, log in [
+        (axes[0], "drain", "cpu_us_per_event", "drain: consumer CPU us/event (lower is better)",
+         True),
+        (axes[1], "live", "events_per_s", "live: events/s delivered (higher is better)", False),
+    ]:
+        pick = [r for r in ok if r.scenario == scen]
+        ax.barh([r.consumer for r in pick], [getattr(r, key) for r in pick], color="#4878a8")
+        ax.set_title(label)
+        if log:
+            ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=8)
+    lat = [r for r in ok if r.scenario.startswith("latency")]
+    names = list(dict.fromkeys(r.consumer for r in lat))
+    rates = sorted({r.scenario for r in lat}, key=lambda s: int(s.split()[1][:-3]))
+    for name in names:
+        ys = [next((r.lat_us[1] for r in lat if r.consumer == name and r.scenario == s), None)
+              for s in rates]
+        axes[2].plot([s.split()[1] for s in rates], ys, marker="o", label=name)
+    axes[2].set_yscale("log")
+    axes[2].set_title("p99 latency, us (lower is better)")
+    axes[2].legend(fontsize=7)
+    axes[1].tick_params(axis="y", labelleft=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return None
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
+    return {"kernel": platform.release(), "cpu": model, "cpus": os.cpu_count(),
+            "loadavg_at_start": os.getloadavg(), "python": sys.version.split()[0],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-setup", action="store_true", help="skip benchmarks/setup.sh")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (for development)")
+    ap.add_argument("--only", help="run only consumers whose name contains this")
+    ap.add_argument("--scenarios", default="drain,live,latency,wakeups")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run.py: needs root (BPF)", file=sys.stderr)
+        return 1
+    if len(os.sched_getaffinity(0)) < 2:
+        print("run.py: needs two CPUs (consumer on 0, producer on 1)", file=sys.stderr)
+        return 1
+    if not args.no_setup:
+        sh(["bash", str(HERE / "setup.sh")], env=dict(os.environ, PYTHON=sys.executable))
+    build()
+    cs = consumers()
+    if args.only:
+        cs = [c for c in cs if args.only.lower() in c.name.lower()]
+    problem = bcc_problem()
+    runnable = [c for c in cs if not (problem and c.name.startswith("BCC"))]
+    skipped = [Row("all", c.name, skipped=problem or "") for c in cs if c not in runnable]
+    scen = args.scenarios.split(",")
+    n = 200_000 if args.quick else 500_000
+    secs = 1.5 if args.quick else 3.0
+    rows: list[Row] = []
+    if "drain" in scen:
+        rows += drain(runnable, n)
+    if "live" in scen:
+        rows += live(runnable, secs)
+    if "latency" in scen:
+        rows += latency(runnable, [1_000, 10_000, 100_000], secs)
+    if "wakeups" in scen and not args.only:
+        rows += wakeups(runnable, 2.0 if args.quick else 3.0)
+    print()
+    print(tables(rows))
+    for r in skipped:
+        print(f"\nskipped {r.consumer}: {r.skipped}")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    doc = {"machine": machine(), "rows": [asdict(r) for r in rows + skipped]}
+    for name in (f"results-{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(doc, indent=1))
+    png = RESULTS / "benchmarks.png"
+    why = chart(rows, png)
+    print(f"\nresults: {RESULTS / f'results-{stamp}.json'}; chart: "
+          f"{png if why is None else 'not drawn: ' + why}")
+    return 0
+
+
+if __name__ == "__main__":
+    if shutil.which("clang") is None:
+        print("run.py: clang not found (benchmarks/setup.sh installs it)", file=sys.stderr)
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Adaptive wakeups (AIORINGBUF_SUBMIT_ADAPTIVE / _OUTPUT_ADAPTIVE) on the real kernel.
+
+bpf/tests/adaptive.bpf.c writes one 16-byte record (24 ring bytes) per test
+run; its ``events_wakeup`` entry sets the byte threshold and the delay. The
+delay clock is bpf_ktime_get_ns, which is CLOCK_MONOTONIC: setting
+``last_ns`` to ``time.monotonic_ns()`` keeps the delay rule quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+import anyio
+import pytest
+from ringgen import Fixed, packet
+
+import aioringbuf
+from aioringbuf import _syscall
+
+pytestmark = pytest.mark.anyio
+
+SPAN = 24  # ring bytes per record: 8-byte header + 16
+
+
+class Adaptive:
+    def __init__(self, obj: aioringbuf.BpfObject) -> None:
+        self.obj = obj
+        self.prog_fd = obj.program_fd("adaptive")
+
+    def configure(self, bytes_: int, delay_ns: int, quiet: bool = True) -> None:
+        last = time.monotonic_ns() if quiet else 0
+        _syscall.map_update(self.obj.map_fd("events_wakeup"), 0,
+                            struct.pack("<QQQ", bytes_, delay_ns, last))
+
+    def produce(self, n: int, output: bool = False) -> None:
+        for _ in range(n):
+            _syscall.prog_test_run(self.prog_fd, packet(flags=1 if output else 0))
+
+    def produced(self) -> int:
+        return int.from_bytes(_syscall.map_lookup(self.obj.map_fd("counters"), 0, 8), "little")
+
+
+@pytest.fixture
+def adaptive(bpf_objects):
+    obj = aioringbuf.load(bpf_objects / "adaptive.bpf.o", attach=False).open()
+    gen = Adaptive(obj)
+    yield gen
+    os.close(gen.prog_fd)
+    obj.close()
+
+
+async def woken_by(rb: aioringbuf.RingBuffer, produce, wait: float = 0.3) -> bool:
+    """Does ``produce()``, run while ``rb``'s consumer is caught up and waiting, wake it?"""
+    async with anyio.create_task_group() as tg:
+        async def later() -> None:
+            await anyio.sleep(0.02)  # the receiver is registered with the loop by now
+            produce()
+        tg.start_soon(later)
+        with anyio.move_on_after(wait) as scope:
+            await rb.receive()
+    return not scope.cancelled_caught
+
+
+@pytest.mark.parametrize("output", [False, True], ids=["submit", "output"])
+async def test_wakes_only_when_the_backlog_crosses_the_threshold(adaptive, output) -> None:
+    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+    async with adaptive.obj.ring_buffer("events", Fixed) as rb:
+        assert not await woken_by(rb, lambda: adaptive.produce(9, output))
+        assert rb.stats().avail_bytes == 9 * SPAN  # there, unannounced
+        # The tenth record crosses 10 * SPAN: the consumer wakes and gets all ten.
+        assert await woken_by(rb, lambda: adaptive.produce(1, output), wait=5)
+        got = [await rb.receive() for _ in range(9)]
+        assert rb.stats().delivered == 10 and rb.stats().kernel_drops == 0
+    assert [e.seq for e in got] == list(range(1, 10))
+
+
+async def test_wakes_at_once_when_the_delay_has_passed(adaptive) -> None:
+    # A delay of 1 ns has always passed: every record wakes, like the default.
+    adaptive.configure(bytes_=1 << 20, delay_ns=1)
+    async with adaptive.obj.ring_buffer("events", Fixed) as rb:
+        for _ in range(5):
+            assert await woken_by(rb, lambda: adaptive.produce(1), wait=5)
+
+
+async def test_flush_interval_delivers_the_tail_of_a_burst(adaptive) -> None:
+    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+    async with adaptive.obj.ring_buffer("events", Fixed, flush_interval=0.02) as rb:
+        with anyio.fail_after(5):
+            assert await woken_by(rb, lambda: adaptive.produce(3), wait=5)
+            assert [(await rb.receive()).seq for _ in range(2)] == [1, 2]
+
+
+async def test_a_lagging_consumer_loses_nothing_it_has_room_for(adaptive) -> None:
+    # Defaults (16 KiB, 500 us); a backlog far over the threshold; exact counts.
+    adaptive.configure(bytes_=0, delay_ns=0, quiet=False)
+    async with adaptive.obj.ring_buffer("events", Fixed, flush_interval=0.01) as rb:
+        for _ in range(10):  # 24 KiB a round: fits beside the batch still held
+            await anyio.to_thread.run_sync(adaptive.produce, 1000)
+            with anyio.fail_after(10):
+                for _ in range(1000):
+                    await rb.receive()
+        s = rb.stats()
+    assert s.delivered == adaptive.produced() == 10_000
+    assert s.kernel_drops == 0
+
+
+async def test_overload_is_counted_exactly(adaptive) -> None:
+    adaptive.configure(bytes_=0, delay_ns=0, quiet=False)
+    async with adaptive.obj.ring_buffer("events", Fixed, flush_interval=0.01) as rb:
+        adaptive.produce(5000)  # the 64 KiB ring holds 2730
+        with anyio.fail_after(10):
+            while rb.stats().delivered + rb.stats().kernel_drops < adaptive.produced():
+                await rb.receive()
+        s = rb.stats()
+    assert s.delivered == (64 * 1024 - 1) // SPAN
+    assert s.delivered + s.kernel_drops == 5000
