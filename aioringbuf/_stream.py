@@ -264,8 +264,8 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
             raise err
-        await anyio.lowlevel.checkpoint()  # one yield per batch: others get to run
         budget = min(self._budget, self.maxsize)
+        waited = False
         while True:
             self._check_open()
             src = self._source
@@ -281,6 +281,12 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                 self._peak = max(self._peak, len(batch))
                 self._pending_error = error
                 self._idx = 0
+                if not waited:
+                    # One yield per batch, so that others get to run while the
+                    # ring stays full (a wait has yielded already). The batch
+                    # is in place: a cancellation here leaves it undelivered.
+                    await anyio.lowlevel.checkpoint()
+                    self._check_open()  # close() in the meantime took the batch back
                 return
             src.commit(pos)  # skipped discards / bad records
             if error is not None:
@@ -289,6 +295,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                 await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
             else:
                 await self._wait_readable()
+            waited = True
 
     def _retire_batch(self) -> None:
         """Hand the delivered part of the batch's space back to the kernel."""

@@ -220,27 +220,50 @@ def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: lis
 # -- scenarios ----------------------------------------------------------------
 
 
-def drain(cs: list[Consumer], n: int) -> list[Row]:
-    return [run_one("drain", c, c.kind, "drain", ["count", str(n)],
-                    PERF_SIZE if c.kind == "perf" else RING_SIZE) for c in cs]
+REPEAT = 3  # runs per cell; tables show the run with the median of the cell's key
 
 
-def live(cs: list[Consumer], seconds: float) -> list[Row]:
-    return [run_one("live", c, c.kind, "live", ["spin", str(seconds)],
-                    PERF_SIZE if c.kind == "perf" else RING_SIZE) for c in cs]
+def median_run(runs: list[Row], key: str) -> Row:
+    """The run whose ``key`` is the median of ``runs`` (a real run, so its
+    columns stay consistent), with every run's value of ``key`` in extra."""
+    ok = [r for r in runs if not r.skipped]
+    if not ok:
+        return runs[-1]
+    value = (lambda r: r.lat_us[1]) if key == "p99" else (lambda r: getattr(r, key))
+    ok.sort(key=value)
+    row = ok[(len(ok) - 1) // 2]
+    row.extra["runs"] = len(ok)
+    row.extra[f"{key}_all"] = [round(value(r), 4) for r in ok]
+    return row
 
 
-def latency(cs: list[Consumer], rates: list[int], seconds: float) -> list[Row]:
-    rows = []
-    for rate in rates:
-        for c in cs:
-            rows.append(run_one(f"latency {rate // 1000}k/s", c, c.kind, "latency",
-                                ["rate", str(rate), str(seconds)],
-                                PERF_SIZE if c.kind == "perf" else RING_SIZE))
-    return rows
+def repeated(scenario: str, c: Consumer, kind: str, mode: str, producer_args: list[str],
+             size: int, key: str, times: int) -> Row:
+    return median_run([run_one(scenario, c, kind, mode, producer_args, size)
+                       for _ in range(times)], key)
 
 
-def wakeups(cs: list[Consumer], seconds: float) -> list[Row]:
+def size_for(c: Consumer) -> int:
+    return PERF_SIZE if c.kind == "perf" else RING_SIZE
+
+
+def drain(cs: list[Consumer], n: int, times: int) -> list[Row]:
+    return [repeated("drain", c, c.kind, "drain", ["count", str(n)], size_for(c),
+                     "cpu_us_per_event", times) for c in cs]
+
+
+def live(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
+    return [repeated("live", c, c.kind, "live", ["spin", str(seconds)], size_for(c),
+                     "events_per_s", times) for c in cs]
+
+
+def latency(cs: list[Consumer], rates: list[int], seconds: float, times: int) -> list[Row]:
+    return [repeated(f"latency {rate // 1000}k/s", c, c.kind, "latency",
+                     ["rate", str(rate), str(seconds)], size_for(c), "p99", times)
+            for rate in rates for c in cs]
+
+
+def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
     """The producer alone, then with consumers (default and adaptive wakeups)."""
     py = sys.executable
     aiorb = (py, str(HERE / "consumers/aiorb_consumer.py"))
@@ -248,7 +271,8 @@ def wakeups(cs: list[Consumer], seconds: float) -> list[Row]:
                      ("idle",), python=py)
     # A ring that holds the whole run: the producer never meets a full ring.
     big = 512 << 20
-    rows = [run_one("wakeups", alone, "ring", "drain", ["spin", str(seconds)], big)]
+    rows = [repeated("wakeups", alone, "ring", "drain", ["spin", str(seconds)], big,
+                     "producer_rate", times)]
     rows[0].kernel_drops = 0  # nobody read: not drops
     by_name = {c.name: c for c in cs}
     plan = [
@@ -260,7 +284,8 @@ def wakeups(cs: list[Consumer], seconds: float) -> list[Row]:
         (by_name["libbpf C ring_buffer__poll"], "ring", "default wakeups"),
     ]
     for c, kind, label in plan:
-        row = run_one("wakeups", c, kind, "live", ["spin", str(seconds)], RING_SIZE)
+        row = repeated("wakeups", c, kind, "live", ["spin", str(seconds)], RING_SIZE,
+                       "producer_rate", times)
         row.consumer = f"{c.name} ({label})"
         rows.append(row)
     base = rows[0].producer_rate
@@ -303,6 +328,7 @@ def tables(rows: list[Row]) -> str:
         out.append(table("Drain: ring filled first, only the read-out timed", pick, [
             ("events/s", lambda r: fmt_rate(r.events_per_s)),
             ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}"),
+            spread("cpu_us_per_event", ".3f"),
             ("delivered", lambda r: str(r.delivered)),
             ("python", lambda r: r.python),
         ]))
@@ -310,6 +336,7 @@ def tables(rows: list[Row]) -> str:
     if pick:
         out.append(table("Live: producer (getpgid loop, CPU 1) as fast as it can", pick, [
             ("events/s", lambda r: fmt_rate(r.events_per_s)),
+            spread("events_per_s", ".2f"),
             ("kernel drops", drops_cell),
             ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}"),
             ("producer/s", lambda r: fmt_rate(r.producer_rate)),
@@ -321,6 +348,7 @@ def tables(rows: list[Row]) -> str:
         out.append(table(f"Latency, BPF timestamp -> consumer, at {scen.split()[1]}", pick, [
             ("p50 us", lambda r: f"{r.lat_us[0]:.0f}"),
             ("p99 us", lambda r: f"{r.lat_us[1]:.0f}"),
+            spread("p99", ".0f"),
             ("p99.9 us", lambda r: f"{r.lat_us[2]:.0f}"),
             ("drops", lambda r: str(r.kernel_drops)),
             ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.2f}"),
@@ -329,6 +357,7 @@ def tables(rows: list[Row]) -> str:
     if pick:
         out.append(table("Wakeups: the producer's rate with and without a consumer", pick, [
             ("producer/s", lambda r: fmt_rate(r.producer_rate)),
+            spread("producer_rate", ".2f"),
             ("vs alone", lambda r: f"{r.extra.get('producer_vs_alone', 0):.0%}"),
             ("kernel drops", lambda r: str(r.kernel_drops)),
             ("CPU us/event", lambda r: f"{r.cpu_us_per_event:.3f}" if r.delivered else "-"),
@@ -374,12 +403,25 @@ def chart(rows: list[Row], path: Path) -> str | None:
     return None
 
 
+def spread(key: str, fmt: str) -> tuple[str, object]:
+    """A column with the min..max of ``key`` over a cell's runs."""
+    def cell(r: Row) -> str:
+        vals = r.extra.get(f"{key}_all") or []
+        if len(vals) < 2:  # type: ignore[arg-type]
+            return "-"
+        scale = 1e-6 if key in ("events_per_s", "producer_rate") else 1
+        lo, hi = min(vals) * scale, max(vals) * scale  # type: ignore[type-var, operator]
+        return f"{lo:{fmt}}..{hi:{fmt}} ({len(vals)})"  # type: ignore[arg-type]
+    unit = {"events_per_s": "M/s", "producer_rate": "M/s", "p99": "us"}.get(key, "us")
+    return (f"range {unit} (runs)", cell)
+
+
 def machine() -> dict[str, object]:
     model = ""
     with open("/proc/cpuinfo") as f:
         model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
     return {"kernel": platform.release(), "cpu": model, "cpus": os.cpu_count(),
-            "loadavg_at_start": os.getloadavg(), "python": sys.version.split()[0],
+            "loadavg_at_end": os.getloadavg(), "python": sys.version.split()[0],
             "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -389,6 +431,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (for development)")
     ap.add_argument("--only", help="run only consumers whose name contains this")
     ap.add_argument("--scenarios", default="drain,live,latency,wakeups")
+    ap.add_argument("--repeat", type=int, default=REPEAT,
+                    help="runs per cell, median shown (drain: 2n-1 runs); --quick: 1")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("run.py: needs root (BPF)", file=sys.stderr)
@@ -399,6 +443,7 @@ def main() -> int:
     if not args.no_setup:
         sh(["bash", str(HERE / "setup.sh")], env=dict(os.environ, PYTHON=sys.executable))
     build()
+    load0 = os.getloadavg()
     cs = consumers()
     if args.only:
         cs = [c for c in cs if args.only.lower() in c.name.lower()]
@@ -408,22 +453,24 @@ def main() -> int:
     scen = args.scenarios.split(",")
     n = 200_000 if args.quick else 500_000
     secs = 1.5 if args.quick else 3.0
+    times = 1 if args.quick else args.repeat
     rows: list[Row] = []
     if "drain" in scen:
-        rows += drain(runnable, n)
+        rows += drain(runnable, n, 2 * times - 1 if times > 1 else 1)  # cheap: 5 runs
     if "live" in scen:
-        rows += live(runnable, secs)
+        rows += live(runnable, secs, times)
     if "latency" in scen:
-        rows += latency(runnable, [1_000, 10_000, 100_000], secs)
+        rows += latency(runnable, [1_000, 10_000, 100_000], secs, times)
     if "wakeups" in scen and not args.only:
-        rows += wakeups(runnable, 2.0 if args.quick else 3.0)
+        rows += wakeups(runnable, 2.0 if args.quick else 3.0, times)
     print()
     print(tables(rows))
     for r in skipped:
         print(f"\nskipped {r.consumer}: {r.skipped}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    doc = {"machine": machine(), "rows": [asdict(r) for r in rows + skipped]}
+    doc = {"machine": {**machine(), "loadavg_at_start": load0},
+           "rows": [asdict(r) for r in rows + skipped]}
     for name in (f"results-{stamp}.json", "latest.json"):
         (RESULTS / name).write_text(json.dumps(doc, indent=1))
     png = RESULTS / "benchmarks.png"
