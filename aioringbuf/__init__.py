@@ -11,8 +11,21 @@ Your own programs:
         async with obj.ring_buffer("events", Sample) as events:
             async for ev in events:
                 print(ev)
+
+Many readers of one stream (one ring has one consumer)::
+
+    async with aioringbuf.exec_events() as events, aioringbuf.Broadcast(events) as hub:
+        async with hub.subscribe(maxsize=256, policy="disconnect") as sub:
+            async for ev in sub: ...
 """
 
+from ._broadcast import (
+    Broadcast,
+    BroadcastStats,
+    SlowSubscriberError,
+    SubscriberStats,
+    Subscription,
+)
 from ._codec import (
     S8,
     S16,
@@ -39,6 +52,7 @@ from ._errors import (
     EventLayoutError,
     KernelTooOldError,
     MapNotFoundError,
+    MissingDependencyError,
     NotPrivilegedError,
     RecordSizeError,
     RingSizeError,
@@ -47,6 +61,8 @@ from ._errors import (
 )
 from ._exec import ExecEvent, ExecEvents, exec_events
 from ._loader import BpfObject, check_privileges, load
+from ._metrics import MetricsRegistration
+from ._metrics import register as register_metrics
 from ._perfbuf import PerfBuffer
 from ._ringbuf import RingBuffer
 from ._stats import StreamStats
@@ -58,9 +74,12 @@ __all__ = [
     "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
     "Array", "Bytes", "CStr", "Event", "Layout", "Tail", "decode", "layout_of",
     "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
-    "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "NotPrivilegedError",
+    "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "MissingDependencyError",
+    "NotPrivilegedError",
     "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
     "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer", "PerfBuffer",
     "EventStream",
     "ExecEvent", "ExecEvents", "exec_events",
+    "Broadcast", "BroadcastStats", "SlowSubscriberError", "SubscriberStats", "Subscription",
+    "MetricsRegistration", "register_metrics",
 ]

@@ -1,4 +1,4 @@
-"""The ``aioringbuf`` command: ``aioringbuf exec`` (more subcommands to come).
+"""The ``aioringbuf`` command: ``aioringbuf exec`` and ``aioringbuf exporter``.
 
 Each subcommand registers itself in :func:`build_parser` with an ``add_*``
 function that sets ``run``: a function from the parsed arguments to an exit
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_exec_command(sub)
+    from ._exporter import add_exporter_command  # here: _exporter imports this module
+
+    add_exporter_command(sub)
     return parser
 
 

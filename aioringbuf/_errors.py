@@ -85,3 +85,7 @@ class ConsumerBusyError(AioRingBufError, RuntimeError):
 
 class UnsupportedMapError(AioRingBufError, OSError):
     """A map flavour aioringbuf refuses to consume (e.g. BPF_F_RB_OVERWRITE)."""
+
+
+class MissingDependencyError(AioRingBufError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

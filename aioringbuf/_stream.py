@@ -86,8 +86,8 @@ def claim_consumer(info: _syscall.MapInfo, kind: str) -> None:
     if info.id in _consumers:
         raise ConsumerBusyError(
             f"{kind} {info.name!r} (map id {info.id}) already has a consumer in this "
-            "process; a ring has exactly one consumer: share its events with a fan-out "
-            "instead of opening it twice"
+            "process; a ring has exactly one consumer: share its events with "
+            "aioringbuf.Broadcast instead of opening it twice"
         )
     _consumers.add(info.id)
 

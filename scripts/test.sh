@@ -6,6 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Only the tests need a browser (tests/test_web.py drives headless Chromium),
+# so it is installed here rather than by setup.sh.
+if ! command -v chromium >/dev/null; then
+    echo "test: installing chromium"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 .venv/bin/ruff check .
 echo "== tests on the C hot path"
 AIORINGBUF_REQUIRE_C=1 .venv/bin/pytest "$@"

@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from kernelstate import exec_links
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
@@ -265,16 +266,6 @@ def test_usage_errors_and_help() -> None:
                               capture_output=True, text=True, env=env())
     assert helptext.returncode == 0
     assert "backslash escapes" in helptext.stdout and "--failed" in helptext.stdout
-
-
-def exec_links() -> list[dict]:
-    """Links in the kernel whose program is one of exec.bpf.c's (on_exec*)."""
-    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
-                                      check=True).stdout)
-    ids = {p["id"] for p in progs if p.get("name", "").startswith("on_exec")}
-    links = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True,
-                                      check=True).stdout)
-    return [link for link in links if link.get("prog_id") in ids]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

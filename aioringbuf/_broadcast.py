@@ -1,0 +1,483 @@
+"""Broadcast: one kernel consumer, any number of subscribers.
+
+A ring has exactly one consumer (DESIGN.md), but an application often has
+many readers of the same events: every open web page, a metrics task, a
+log writer. ``Broadcast`` is that one consumer. A background task (the
+*pump*, owned by ``async with``) iterates the source and offers each event
+to every subscription; each subscription has its own bounded queue and its
+own policy for when that queue is full::
+
+    async with exec_events() as events, Broadcast(events) as hub:
+        async with hub.subscribe(maxsize=256, policy="disconnect") as sub:
+            async for ev in sub:
+                ...
+        print(hub.stats(), sub.stats())
+
+Offering never waits, so a stalled subscriber holds back neither the
+others nor the kernel ring; with no subscribers at all the pump still
+drains the source (and counts those events as ``unobserved``) rather than
+leaving the ring to fill and the BPF side to drop.
+
+Slow-subscriber policies (the tokio ``broadcast`` channel and Redis'
+output-buffer limits are the models):
+
+* ``"drop_oldest"``: the full queue evicts its oldest event; the
+  subscriber keeps going, with a gap that ``stats().dropped`` counts.
+* ``"disconnect"``: the subscriber is detached: it still receives what was
+  queued (a gap-free prefix), then :class:`SlowSubscriberError`.
+  :meth:`Subscription.wait_disconnected` lets a task blocked elsewhere
+  (in a socket send, say) learn of it at once.
+
+The queues are ours, not anyio memory object streams, because those block
+or fail their sender and have no eviction; the shape (``receive`` /
+``receive_nowait``, ``EndOfStream``, ``ClosedResourceError``, idempotent
+close) is theirs.
+"""
+
+from __future__ import annotations
+
+import collections
+import warnings
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+
+from ._errors import AioRingBufError
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+Policy = Literal["drop_oldest", "disconnect"]
+_POLICIES = ("drop_oldest", "disconnect")
+State = Literal["attached", "disconnected", "ended", "closed"]
+
+
+class HubSource(Protocol[T_co]):
+    """What a hub reads: an async iterator with ``stats()`` (any aioringbuf stream)."""
+
+    def __aiter__(self) -> AsyncIterator[T_co]: ...
+
+    def stats(self) -> Any: ...
+
+
+class SlowSubscriberError(AioRingBufError, anyio.BrokenResourceError):
+    """The subscriber fell ``maxsize`` events behind with ``policy="disconnect"``.
+
+    Raised by ``receive()`` once the events queued before the overflow have
+    been received. Subscribe again to go on (the events in between are
+    lost), or use a larger ``maxsize`` or ``policy="drop_oldest"``.
+    """
+
+
+class SubscriberStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One subscription's counters: ``offered == received + dropped + queue_len``.
+
+    ``dropped`` counts events offered to this subscriber that it will never
+    receive: evicted by ``drop_oldest``, the one that overflowed a
+    ``disconnect`` subscriber, and those still queued when it was closed.
+    Events its ``filter`` refused are not offered.
+    """
+
+    offered: int
+    received: int
+    dropped: int
+    queue_len: int
+    queue_peak: int  # the most events ever queued: what maxsize must hold
+    maxsize: int
+    policy: Policy
+    state: State
+
+
+class BroadcastStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A hub's counters, over every subscription it ever had.
+
+    ``events`` were taken from the source; ``unobserved`` of them arrived
+    while no subscription was attached. ``delivered``, ``dropped`` and
+    ``queued`` add up the subscriptions' ``received``, ``dropped`` and
+    ``queue_len``, closed ones included.
+    """
+
+    events: int
+    unobserved: int
+    subscribers: int  # attached now
+    subscriptions: int  # ever made
+    disconnects: int  # detached by policy="disconnect"
+    delivered: int
+    dropped: int
+    queued: int
+
+
+class Subscription(Generic[T]):
+    """One subscriber's end of a :class:`Broadcast`: an async iterator of events.
+
+    Made by :meth:`Broadcast.subscribe`, attached from that moment on: it is
+    offered every event the hub takes from its source afterwards. Close it
+    with ``async with``, :meth:`aclose` or :meth:`close` (idempotent); a
+    task blocked in :meth:`receive` then gets ``anyio.ClosedResourceError``.
+    """
+
+    def __init__(
+        self,
+        hub: Broadcast[T],
+        maxsize: int,
+        policy: Policy,
+        filter: Callable[[T], bool] | None,
+    ) -> None:
+        self._hub = hub
+        self.maxsize = maxsize
+        self.policy: Policy = policy
+        self._filter = filter
+        self._queue: collections.deque[T] = collections.deque()
+        self._waiter: anyio.Event | None = None  # a receiver is parked on it
+        self._disconnect_event: anyio.Event | None = None
+        self._state: State = "attached"
+        self._error: BaseException | None = None  # the source's, if it failed
+        self._offered = self._received = self._dropped = self._peak = 0
+
+    # -- the hub's side (called from the pump; never blocks) ----------------
+
+    def _offer(self, event: T) -> None:
+        flt = self._filter
+        if flt is not None:
+            try:
+                if not flt(event):
+                    return
+            except Exception as exc:  # a broken filter breaks its own subscription only
+                self._detach("ended", exc)
+                return
+        self._offered += 1
+        q = self._queue
+        if len(q) >= self.maxsize:
+            self._dropped += 1
+            if self.policy == "disconnect":
+                self._hub._disconnects += 1
+                self._detach("disconnected")
+                return
+            q.popleft()
+        q.append(event)
+        if len(q) > self._peak:
+            self._peak = len(q)
+        self._wake()
+
+    def _detach(self, state: State, error: BaseException | None = None) -> None:
+        """Stop being offered events; receivers learn why after the queue."""
+        if self._state != "attached":
+            return
+        self._state = state
+        self._error = error
+        self._hub._attached.pop(id(self), None)
+        self._hub._snapshot = None
+        if state == "disconnected" and self._disconnect_event is not None:
+            self._disconnect_event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+    # -- the subscriber's side ------------------------------------------------
+
+    def receive_nowait(self) -> T:
+        """The next queued event, or ``anyio.WouldBlock``.
+
+        Raises ``anyio.EndOfStream`` when the hub has ended (its source
+        ended or the hub closed) and the queue is empty,
+        :class:`SlowSubscriberError` after a ``disconnect``,
+        ``anyio.BrokenResourceError`` (from the source's error) if the source
+        failed, ``anyio.ClosedResourceError`` once this end is closed.
+        """
+        if self._queue:
+            self._received += 1
+            return self._queue.popleft()
+        state = self._state
+        if state == "attached":
+            raise anyio.WouldBlock
+        if state == "closed":
+            raise anyio.ClosedResourceError
+        if state == "disconnected":
+            raise SlowSubscriberError(
+                f"subscriber fell {self.maxsize} events behind and was disconnected "
+                f"(policy='disconnect'); {self._dropped} event(s) it was offered were "
+                "dropped. Subscribe again, raise maxsize, or use policy='drop_oldest'"
+            )
+        if self._error is not None:
+            raise anyio.BrokenResourceError(
+                f"this subscription ended with an error: {self._error!r}"
+            ) from self._error
+        raise anyio.EndOfStream
+
+    async def receive(self) -> T:
+        """The next event, waiting for one (see :meth:`receive_nowait`)."""
+        await anyio.lowlevel.checkpoint()
+        while True:
+            try:
+                return self.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            # Receivers sharing this end park on one event, so none is forgotten.
+            waiter = self._waiter
+            if waiter is None:
+                waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    @property
+    def disconnected(self) -> bool:
+        """True once ``policy="disconnect"`` detached this subscriber."""
+        return self._state == "disconnected"
+
+    async def wait_disconnected(self) -> None:
+        """Return when ``policy="disconnect"`` detaches this subscriber.
+
+        For a task that is not receiving (it is stuck in a slow socket
+        send, say) and should give up the moment it is dropped::
+
+            tg.start_soon(cancel_when, sub.wait_disconnected, tg.cancel_scope)
+        """
+        if self._state == "disconnected":
+            return
+        if self._disconnect_event is None:
+            self._disconnect_event = anyio.Event()
+        await self._disconnect_event.wait()
+
+    def close(self) -> None:
+        """Detach and drop what is queued (counted in ``dropped``). Idempotent."""
+        if self._state == "closed":
+            return
+        self._detach("closed")
+        self._state = "closed"
+        self._dropped += len(self._queue)
+        self._queue.clear()
+        self._wake()
+        self._hub._retire(self)
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def closed(self) -> bool:
+        return self._state == "closed"
+
+    async def __aenter__(self) -> Subscription[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", "closed") != "closed":
+            warnings.warn(f"unclosed {self!r}: close it (async with, aclose())",
+                          ResourceWarning, stacklevel=1)
+            self.close()
+
+    def stats(self) -> SubscriberStats:
+        return SubscriberStats(
+            offered=self._offered,
+            received=self._received,
+            dropped=self._dropped,
+            queue_len=len(self._queue),
+            queue_peak=self._peak,
+            maxsize=self.maxsize,
+            policy=self.policy,
+            state=self._state,
+        )
+
+    def __repr__(self) -> str:
+        return (f"<Subscription {self._state}, {len(self._queue)}/{self.maxsize} queued, "
+                f"policy={self.policy!r}>")
+
+
+class Broadcast(Generic[T]):
+    """Fan one event source out to any number of :class:`Subscription` s.
+
+    ``source`` is any aioringbuf stream (a ``RingBuffer``, ``PerfBuffer``,
+    ``exec_events()``) or other async iterator with ``stats()``. The hub
+    iterates it but neither enters nor closes it: wrap it in ``async with``
+    to own its lifetime (a stream nobody entered closes itself when the hub
+    stops iterating it, as after any bare ``async for``). Subscriptions are
+    made with :meth:`subscribe`
+    while the hub is entered; they can join and leave at any time.
+
+    When the source ends, subscribers receive what is queued and then
+    ``EndOfStream``; when it fails, ``anyio.BrokenResourceError`` (with the
+    error as its cause), and leaving the hub's ``async with`` raises the
+    error. Leaving the hub stops the pump and ends every subscription.
+    """
+
+    def __init__(self, source: HubSource[T], *, name: str | None = None) -> None:
+        self.source = source
+        self.name = name or getattr(source, "name", None) or type(source).__name__
+        self._attached: dict[int, Subscription[T]] = {}
+        self._snapshot: tuple[Subscription[T], ...] | None = ()
+        self._open: dict[int, Subscription[T]] = {}  # not yet closed, attached or not
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._pump_scope: anyio.CancelScope | None = None
+        self._running = False
+        self._ended = False
+        self._error: BaseException | None = None
+        self._events = self._unobserved = 0
+        self._subscriptions = self._disconnects = 0
+        self._retired_received = self._retired_dropped = 0
+
+    # -- lifetime -------------------------------------------------------------
+
+    async def __aenter__(self) -> Broadcast[T]:
+        if self._running or self._ended:
+            raise RuntimeError("a Broadcast can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._task_group = tg
+        self._running = True
+        tg.start_soon(self._pump, name=f"aioringbuf broadcast of {self.name}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg, self._task_group = self._task_group, None
+        self.close()
+        if tg is not None:
+            await tg.__aexit__(None, None, None)
+        if self._error is not None and exc is None:
+            raise self._error
+
+    def close(self) -> None:
+        """End the broadcast now: stop reading the source, end every subscription.
+
+        Subscribers receive what is queued, then ``EndOfStream``. For a
+        graceful shutdown while the hub's ``async with`` is still open (a
+        server's open event streams, say); leaving it does the same.
+        Idempotent.
+        """
+        self._end()
+        if self._pump_scope is not None:
+            self._pump_scope.cancel()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        """No more events: detach everyone (they drain, then learn why)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._running = False
+        self._error = error
+        for sub in list(self._attached.values()):
+            sub._detach("ended", error)
+
+    async def _pump(self) -> None:
+        error: BaseException | None = None
+        with anyio.CancelScope() as self._pump_scope:
+            if self._ended:  # closed before this task first ran
+                return
+            try:
+                batches = getattr(self.source, "batches", None)
+                if batches is not None:  # one await per drained batch, not per event
+                    async for batch in batches():
+                        for event in batch:
+                            self._fan_out(event)
+                else:
+                    async for event in self.source:
+                        self._fan_out(event)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                pass  # the source was closed: that is its end
+            except Exception as exc:
+                error = exc
+            self._end(error)
+
+    def _fan_out(self, event: T) -> None:
+        self._events += 1
+        subs = self._snapshot
+        if subs is None:
+            subs = self._snapshot = tuple(self._attached.values())
+        if not subs:
+            self._unobserved += 1
+            return
+        for sub in subs:
+            sub._offer(event)
+
+    # -- subscribing ----------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        maxsize: int = 1024,
+        policy: Policy = "drop_oldest",
+        filter: Callable[[T], bool] | None = None,
+    ) -> Subscription[T]:
+        """A new subscription, offered every event the hub takes from now on.
+
+        ``maxsize`` bounds its queue; ``policy`` says what happens when the
+        queue is full (see the module doc). ``filter``, if given, runs in
+        the hub's task for each event and decides which ones are offered:
+        refused events take no queue space and are never counted as drops.
+        It must be quick and must not block; if it raises, this subscription
+        ends with that error (as ``anyio.BrokenResourceError``).
+
+        Use it as an async context manager (or close it) so that it detaches.
+        """
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {_POLICIES}, not {policy!r}")
+        if not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
+        if not self._running and not self._ended:
+            raise RuntimeError("enter the hub first: `async with Broadcast(source) as hub:`")
+        sub = Subscription(self, maxsize, policy, filter)
+        self._subscriptions += 1
+        self._open[id(sub)] = sub
+        if self._ended:
+            sub._detach("ended", self._error)
+        else:
+            self._attached[id(sub)] = sub
+            self._snapshot = None
+        return sub
+
+    def _retire(self, sub: Subscription[T]) -> None:
+        """Fold a closed subscription's counters into the hub's totals."""
+        if self._open.pop(id(sub), None) is not None:
+            self._retired_received += sub._received
+            self._retired_dropped += sub._dropped
+
+    # -- statistics -----------------------------------------------------------
+
+    @property
+    def subscribers(self) -> int:
+        """How many subscriptions are attached now."""
+        return len(self._attached)
+
+    def stats(self) -> BroadcastStats:
+        live = self._open.values()
+        return BroadcastStats(
+            events=self._events,
+            unobserved=self._unobserved,
+            subscribers=len(self._attached),
+            subscriptions=self._subscriptions,
+            disconnects=self._disconnects,
+            delivered=self._retired_received + sum(s._received for s in live),
+            dropped=self._retired_dropped + sum(s._dropped for s in live),
+            queued=sum(len(s._queue) for s in live),
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else ("ended" if self._ended else "not started")
+        return f"<Broadcast of {self.name!r} ({state}, {len(self._attached)} subscribers)>"

@@ -1,0 +1,282 @@
+"""Live exec events in the browser: Starlette + uvicorn over aioringbuf.
+
+    .venv/bin/python examples/web/app.py --port 8000      # as root
+
+then open http://127.0.0.1:8000/. Routes:
+
+* ``GET /``: a page that shows exec events live in a table (plain HTML and
+  JavaScript from ``static/``: no CDN, no build step).
+* ``GET /events``: the events as Server-Sent Events; query parameters
+  ``pid``, ``ppid``, ``uid`` (repeatable) and ``name`` (a regex) filter
+  them, ``policy=disconnect|drop_oldest`` chooses what happens to this
+  client when it falls ``--queue-size`` events behind (see ``sse.py``).
+* ``GET /metrics``: Prometheus metrics of the exec ring and the hub.
+* ``GET /stats``: the same counters as JSON (the page shows them).
+
+One kernel consumer (``exec_events()``) feeds an ``aioringbuf.Broadcast``;
+every client is one subscription of it, so a stalled browser tab holds
+back neither the others nor the kernel ring.
+
+Needs pip packages ``starlette``, ``uvicorn`` and ``prometheus_client``
+(``pip install 'aioringbuf[web]'``), and root (or CAP_BPF + CAP_PERFMON).
+Run it as a script: its neighbours ``events``, ``redact``, ``security`` and
+``sse`` are imported by name from this directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import pathlib
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+import uvicorn
+from events import EventEncoder
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redact import Redactor
+from security import ENV_VAR, BrowserHeaders, TokenAuth, allowed_hosts
+from sse import POLICIES, EventsEndpoint, Shutdown
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import aioringbuf
+from aioringbuf import Broadcast, exec_events, register_metrics
+
+STATIC = pathlib.Path(__file__).resolve().parent / "static"
+EXIT_NOPERM = 77
+log = logging.getLogger("aioringbuf.web")
+
+
+def create_app(
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    redactor: Redactor | None = None,
+    queue_size: int = 1024,
+    policy: str = "disconnect",
+    ring_size: int = 8 << 20,
+    shutdown_timeout: float = 2.0,
+    on_ready: Any = None,
+) -> Starlette:
+    """The ASGI app. Its lifespan attaches the exec probes and runs the hub."""
+    registry = CollectorRegistry()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with exec_events(ring_size=ring_size) as events, \
+                Broadcast(events, name="exec") as hub:
+            registration = register_metrics(hub, name="exec", registry=registry)
+            app.state.hub = hub
+            app.state.events = events
+            app.state.shutdown = Shutdown(grace=shutdown_timeout)
+            if on_ready is not None:
+                on_ready()
+            try:
+                yield
+            finally:
+                registration.unregister()
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def metrics_page(request: Request) -> Response:
+        # Generated in the loop's thread: every counter from one instant.
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats_page(request: Request) -> Response:
+        body = msgspec.json.encode({"exec": request.app.state.events.stats(),
+                                    "hub": request.app.state.hub.stats()})
+        return Response(body, media_type="application/json")
+
+    encoder = EventEncoder(redactor or Redactor())
+    routes = [
+        Route("/", page),
+        Route("/events", EventsEndpoint(encoder, queue_size, policy)),
+        Route("/metrics", metrics_page),
+        Route("/stats", stats_page),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    middleware = [
+        Middleware(BrowserHeaders),
+        Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)),
+    ]
+    if token:
+        middleware.append(Middleware(TokenAuth, token=token))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, but shutdown begins by ending the event streams.
+
+    uvicorn waits for open connections to finish before it shuts down, and
+    an event stream never finishes by itself: closing the hub ends every
+    subscription, so each ``/events`` response completes cleanly, and one
+    stuck on a client that does not read is cut (see ``sse.Shutdown``).
+
+    A second Ctrl-C makes uvicorn stop waiting and skip the app's own
+    shutdown; here it also cuts the streams still writing at once, and the
+    app's shutdown (detaching the exec probes: quick) still runs, so that
+    no task is left to be cancelled mid-flight.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+        app.state.abort_connection = self.abort_connection
+
+    def abort_connection(self, client: tuple[str, int]) -> None:
+        """Reset the connection from ``client`` (sse.py: for clients that do not read)."""
+        for connection in list(self.server_state.connections):
+            if getattr(connection, "client", None) == client:
+                connection.transport.abort()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)  # a signal handler: only thread-safe calls below
+        shutdown = getattr(self.app.state, "shutdown", None)
+        if self.force_exit and shutdown is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(shutdown.forced.set)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = self.app.state
+        if getattr(state, "hub", None) is not None:
+            state.hub.close()
+            state.shutdown.begun.set()
+        await super().shutdown(sockets=sockets)
+        done = getattr(self.lifespan, "shutdown_event", None)
+        if self.force_exit and done is not None and not done.is_set():
+            with anyio.move_on_after(5):  # the cut streams return at once
+                while self.server_state.tasks:
+                    await anyio.sleep(0.01)
+            await self.lifespan.shutdown()
+
+
+class _AbortIsNotAnError(logging.Filter):
+    """uvicorn logs an unfinished response as an error; for /events it is our way to
+    close a dropped client's connection (sse.py), which sse.py logs itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing response."
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Live exec events in the browser (SSE).")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: 8000)")
+    p.add_argument("--token", default=os.environ.get(ENV_VAR) or None,
+                   help=f"require this bearer token on every route (default: ${ENV_VAR}); "
+                        "needed to listen beyond loopback")
+    p.add_argument("--redact", type=_regex, action="append", default=[], metavar="REGEX",
+                   help="also mask what REGEX matches in argv (its first group, if it has "
+                        "one) with ***; repeatable")
+    p.add_argument("--no-default-redaction", action="store_true",
+                   help="do not mask password=, token=, --key VALUE, user:pass@ and the like")
+    p.add_argument("--queue-size", type=int, default=1024,
+                   help="events a client may fall behind (default: 1024)")
+    p.add_argument("--policy", choices=POLICIES, default="disconnect",
+                   help="what happens to a client that falls further behind (default: "
+                        "disconnect; clients may ask for ?policy=drop_oldest)")
+    p.add_argument("--ring-size", type=int, default=8 << 20, help="kernel ring size in bytes")
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="uvicorn's event loop (default: uvloop if installed)")
+    p.add_argument("--shutdown-timeout", type=float, default=2.0, metavar="SECONDS",
+                   help="at Ctrl-C or SIGTERM, how long to wait for responses still being "
+                        "written to stalled clients (default: 2); a second Ctrl-C stops at once")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request (off by default: URLs may carry ?token=)")
+    args = p.parse_args(argv)
+    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    if not loopback and not args.token:
+        p.error(f"--host {args.host} exposes every exec on this machine: set --token too")
+    if args.queue_size < 1:
+        p.error("--queue-size must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        aioringbuf.check_privileges()
+    except aioringbuf.NotPrivilegedError as exc:
+        print(f"web: {exc}", file=sys.stderr)
+        return EXIT_NOPERM
+    # Bind first, so that --port 0 is known before the ready line and a
+    # port in use fails before anything is loaded into the kernel.
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.create_server((args.host, args.port), family=family, backlog=128)
+    port = sock.getsockname()[1]
+    shown_host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown_host}:{port}/" + (f"?token={args.token}" if args.token else "")
+
+    def ready() -> None:
+        print(f"aioringbuf web: serving {url} (exec probes attached; Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+
+    app = create_app(
+        token=args.token,
+        host=args.host,
+        redactor=Redactor(args.redact, defaults=not args.no_default_redaction),
+        queue_size=args.queue_size,
+        policy=args.policy,
+        ring_size=args.ring_size,
+        shutdown_timeout=args.shutdown_timeout,
+        on_ready=ready,
+    )
+    logging.getLogger("uvicorn.error").addFilter(_AbortIsNotAnError())
+    config = uvicorn.Config(
+        app,
+        loop=args.loop,
+        lifespan="on",
+        access_log=args.access_log,
+        log_level="info",
+        # Server.shutdown ends the event streams and cuts those stuck on
+        # stalled clients after --shutdown-timeout; this bounds the wait for
+        # other slow responses (a page or /metrics to a client not reading).
+        timeout_graceful_shutdown=args.shutdown_timeout + 1,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    # uvicorn handles SIGINT and SIGTERM itself (a second SIGINT skips the
+    # waiting), and once shut down re-raises them with the handlers it found:
+    # Python's default SIGINT handler raises KeyboardInterrupt, and this one
+    # makes SIGTERM do the same, instead of killing the process.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        Server(config, app).run(sockets=[sock])
+    except KeyboardInterrupt:  # a signal asked us to stop, and we did
+        pass
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

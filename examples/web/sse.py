@@ -1,0 +1,176 @@
+"""``GET /events``: one hub subscription per client, written as Server-Sent Events.
+
+The subscription is made *before* the response headers go out, so a client
+that has the headers (``EventSource.onopen``, or httpx returning the
+response) receives every exec from then on.
+
+Messages: ``event: exec`` with the event as JSON; ``event: dropped`` with
+the number of events this client lost to ``policy=drop_oldest`` since the
+last message; a ``: keepalive`` comment every 15 s of silence.
+
+A client that stops reading fills its TCP buffers, then its queue in the
+hub. With ``policy=disconnect`` (the default) the hub detaches it and this
+endpoint closes the connection at once, even if it is stuck in a send; the
+browser's EventSource reconnects by itself and the page says that events
+were missed. ASGI has no message to abort a response, so closing is done
+the one way it allows: return without finishing the body, after asking the
+server (``app.state.abort_connection``, which ``app.Server`` provides) to
+reset the connection: a plain close would first wait for the client to
+read the megabytes already in the socket buffers, which it may never do.
+uvicorn logs an unfinished response as an error, which ``app.py`` turns
+into an info line of ours.
+
+At shutdown the hub closes: every stream sends what its client was queued
+and ends. One stuck writing to a stalled client is cut the same way after
+:attr:`Shutdown.grace` seconds, or at once after a second Ctrl-C, so the
+server never waits on a client that does not read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from events import EventEncoder, ExecFilter
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+
+from aioringbuf import Broadcast, SlowSubscriberError, Subscription
+
+HEARTBEAT = 15.0  # seconds of silence before a keepalive comment
+MAX_BATCH = 256  # events per write
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # tell a reverse proxy not to buffer the stream
+]
+POLICIES = ("disconnect", "drop_oldest")
+
+log = logging.getLogger("aioringbuf.web")
+
+
+class Shutdown:
+    """How the server ends open streams (``app.Server`` drives it; see the module doc)."""
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.begun = anyio.Event()  # the hub is closed: streams end after their queue
+        self.forced = anyio.Event()  # a second Ctrl-C: cut the ones still writing, now
+
+    async def wait_overdue(self) -> None:
+        """Return when a stream still open at shutdown is to be cut."""
+        await self.begun.wait()
+        with anyio.move_on_after(self.grace):
+            await self.forced.wait()
+
+
+def _body(data: bytes, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+class EventsEndpoint:
+    """The ASGI app behind ``/events``; it finds ``hub`` and ``shutdown`` in ``app.state``."""
+
+    def __init__(self, encoder: EventEncoder, maxsize: int, policy: str) -> None:
+        self.encoder = encoder
+        self.maxsize = maxsize
+        self.policy = policy
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope)
+        if request.method != "GET":
+            await PlainTextResponse("only GET\n", 405)(scope, receive, send)
+            return
+        try:
+            accept = ExecFilter.from_query(request.query_params)
+            policy = request.query_params.get("policy", self.policy)
+            if policy not in POLICIES:
+                raise ValueError(f"policy must be one of {POLICIES}")
+        except ValueError as exc:
+            await PlainTextResponse(f"{exc}\n", 400)(scope, receive, send)
+            return
+        hub: Broadcast[Any] = request.app.state.hub
+        shutdown: Shutdown = request.app.state.shutdown
+        async with hub.subscribe(maxsize=self.maxsize, policy=policy, filter=accept) as sub:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            await send(_body(b"retry: 2000\n: subscribed\n\n"))
+            outcome = await self._serve(sub, shutdown, receive, send)
+        if outcome in ("dropped", "cut"):
+            client = request.client
+            who = f"{client.host}:{client.port}" if client else "?"
+            if outcome == "dropped":
+                log.info("dropped slow client %s: it fell %d events behind", who, self.maxsize)
+            else:
+                log.info("closed the event stream of %s: it was not reading at shutdown", who)
+            abort = getattr(request.app.state, "abort_connection", None)
+            if abort is not None and scope.get("client"):
+                abort(tuple(scope["client"]))
+            return  # the response stays unfinished: the connection is done
+        if outcome == "ended":  # the hub ended: the server is shutting down
+            await send(_body(b"", more=False))
+
+    async def _serve(self, sub: Subscription[Any], shutdown: Shutdown, receive: Any,
+                     send: Any) -> str:
+        """Stream until the client leaves ("left"), is dropped, the hub ends ("ended"),
+        or shutdown cuts a stream stuck writing ("cut")."""
+        outcome = "ended"
+        async with anyio.create_task_group() as tg:
+
+            async def client_left() -> None:
+                nonlocal outcome
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                outcome = "left"
+                tg.cancel_scope.cancel()
+
+            async def dropped() -> None:  # also while we are stuck in send()
+                nonlocal outcome
+                await sub.wait_disconnected()
+                outcome = "dropped"
+                tg.cancel_scope.cancel()
+
+            async def cut() -> None:
+                nonlocal outcome
+                await shutdown.wait_overdue()
+                outcome = "cut"
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(client_left)
+            tg.start_soon(dropped)
+            tg.start_soon(cut)
+            try:
+                await self._stream(sub, send)
+            except SlowSubscriberError:
+                outcome = "dropped"
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                pass
+            tg.cancel_scope.cancel()
+        return outcome
+
+    async def _stream(self, sub: Subscription[Any], send: Any) -> None:
+        encode = self.encoder.sse
+        reported = 0
+        while True:
+            first = None
+            with anyio.move_on_after(HEARTBEAT):
+                first = await sub.receive()
+            if first is None:
+                await send(_body(b": keepalive\n\n"))
+                continue
+            parts = [encode(first)]
+            pending: BaseException | None = None
+            try:
+                while len(parts) < MAX_BATCH:
+                    parts.append(encode(sub.receive_nowait()))
+            except anyio.WouldBlock:
+                pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+                pending = exc  # after sending what came before it
+            dropped = sub.stats().dropped
+            if dropped > reported:
+                parts.insert(0, b"event: dropped\ndata: %d\n\n" % (dropped - reported))
+                reported = dropped
+            await send(_body(b"".join(parts)))
+            if pending is not None:
+                raise pending

@@ -1,0 +1,141 @@
+// Live exec events: an EventSource on /events, one table row per event.
+// Event fields are attacker-chosen text (anyone can exec anything): they go
+// into the page with textContent only, never as HTML.
+"use strict";
+
+const MAX_ROWS = 500;
+const rows = document.getElementById("rows");
+const statusEl = document.getElementById("status");
+const notice = document.getElementById("notice");
+const form = document.getElementById("filters");
+const pause = document.getElementById("pause");
+const counters = {
+  shown: document.getElementById("shown"),
+  delivered: document.getElementById("delivered"),
+  kernelDrops: document.getElementById("kernel-drops"),
+  missed: document.getElementById("missed"),
+  subscribers: document.getElementById("subscribers"),
+};
+let shown = 0;
+let missed = 0;
+let source = null;
+let wasLive = false;
+
+// A token given as ?token= is now in an HttpOnly cookie (see security.py):
+// take it out of the address bar, the history and any screenshot.
+const here = new URL(window.location.href);
+if (here.searchParams.has("token")) {
+  here.searchParams.delete("token");
+  history.replaceState(null, "", here.pathname + here.search + here.hash);
+}
+for (const key of ["pid", "uid", "name"]) {
+  if (here.searchParams.has(key)) form.elements[key].value = here.searchParams.get(key);
+}
+
+function setState(state, text) {
+  document.documentElement.dataset.state = state;
+  statusEl.textContent = text;
+}
+
+function say(text) {
+  notice.textContent = text;
+  notice.hidden = !text;
+}
+
+function cell(tr, text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  tr.appendChild(td);
+}
+
+function clock(iso) {
+  const t = new Date(iso);
+  return t.toLocaleTimeString([], { hour12: false }) + "." +
+    String(t.getMilliseconds()).padStart(3, "0");
+}
+
+function addRow(ev) {
+  shown += 1;
+  counters.shown.textContent = shown;
+  if (pause.checked) return;
+  const tr = document.createElement("tr");
+  if (ev.ret < 0) tr.className = "failed";
+  cell(tr, clock(ev.time));
+  cell(tr, ev.pid, "num");
+  cell(tr, ev.ppid, "num");
+  cell(tr, ev.uid, "num");
+  cell(tr, ev.comm, "comm");
+  cell(tr, ev.ret, "num");
+  const args = ev.argv.length ? ev.argv.join(" ") : ev.filename;
+  cell(tr, args + (ev.args_truncated ? " …" : ""), "args");
+  tr.title = ev.filename;
+  rows.insertBefore(tr, rows.firstChild);
+  while (rows.childElementCount > MAX_ROWS) rows.removeChild(rows.lastChild);
+}
+
+function query() {
+  const params = new URLSearchParams();
+  for (const key of ["pid", "uid", "name"]) {
+    const value = form.elements[key].value.trim();
+    if (value) params.set(key, value);
+  }
+  return params;
+}
+
+function connect() {
+  if (source) source.close();
+  const params = query();
+  const shownUrl = new URL(window.location.href);
+  shownUrl.search = params.toString();
+  history.replaceState(null, "", shownUrl);
+  setState("connecting", "connecting…");
+  source = new EventSource("/events?" + params.toString());
+  // onopen fires once the server has subscribed us: from here on, nothing is missed.
+  source.onopen = () => {
+    setState("live", "live");
+    if (wasLive) say("Reconnected: events between the drop and now were missed.");
+    wasLive = true;
+    refreshStats();
+  };
+  source.onerror = () => {
+    // EventSource retries by itself (the server asks for 2 s); a 4xx ends it.
+    if (source.readyState === EventSource.CLOSED) {
+      setState("closed", "closed");
+      say("The server refused the stream (bad filter, or not authorized). Fix and apply.");
+    } else {
+      setState("reconnecting", "reconnecting…");
+    }
+  };
+  source.addEventListener("exec", (e) => addRow(JSON.parse(e.data)));
+  source.addEventListener("dropped", (e) => {
+    missed += Number(e.data);
+    counters.missed.textContent = missed;
+    say(`This page fell behind: ${missed} event(s) dropped.`);
+  });
+}
+
+async function refreshStats() {
+  try {
+    const r = await fetch("/stats", { cache: "no-store" });
+    if (!r.ok) return;
+    const s = await r.json();
+    counters.delivered.textContent = s.exec.delivered;
+    counters.kernelDrops.textContent = s.exec.kernel_drops ?? "?";
+    counters.subscribers.textContent = s.hub.subscribers;
+  } catch (_) {
+    // the server is away; the status shows it
+  }
+}
+
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  say("");
+  rows.replaceChildren();
+  wasLive = false;
+  connect();
+});
+
+connect();
+refreshStats();
+setInterval(refreshStats, 2000);
