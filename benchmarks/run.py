@@ -81,9 +81,8 @@ class Consumer:
     python: str | None = None  # None: not Python
 
     def command(self, kind: str, mode: str, pid: int, size: int) -> list[str]:
-        if self.python is None:  # the libbpf peer: OBJ ring|perf MODE PID CPU SIZE
-            return [*self.argv, "perf" if kind == "perf" else "ring", mode, str(pid),
-                    str(CONSUMER_CPU), str(size)]
+        if self.python is None:  # the libbpf peer: OBJ ring|ring-adaptive|perf MODE PID CPU SIZE
+            return [*self.argv, kind, mode, str(pid), str(CONSUMER_CPU), str(size)]
         return [*self.argv, kind, mode, str(pid), str(CONSUMER_CPU), str(size), *self.extra]
 
 
@@ -282,6 +281,8 @@ def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
         (by_name["aioringbuf RingBuffer batches()"], "ring-adaptive",
          "adaptive wakeups, flush_interval=5ms"),
         (by_name["libbpf C ring_buffer__poll"], "ring", "default wakeups"),
+        (by_name["libbpf C ring_buffer__poll"], "ring-adaptive",
+         "adaptive wakeups, 5 ms poll timeout"),
     ]
     for c, kind, label in plan:
         row = repeated("wakeups", c, kind, "live", ["spin", str(seconds)], RING_SIZE,
@@ -373,7 +374,8 @@ def chart(rows: list[Row], path: Path) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed (pip install 'aioringbuf[bench]')"
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    fig, axes = plt.subplots(2, 2, figsize=(18, 12))
+    axes = axes.ravel()
     ok = [r for r in rows if not r.skipped]
     for ax, scen, key, label, log in [
         (axes[0], "drain", "cpu_us_per_event", "drain: consumer CPU us/event (lower is better)",
@@ -396,8 +398,16 @@ def chart(rows: list[Row], path: Path) -> str | None:
         axes[2].plot([s.split()[1] for s in rates], ys, marker="o", label=name)
     axes[2].set_yscale("log")
     axes[2].set_title("p99 latency, us (lower is better)")
-    axes[2].legend(fontsize=7)
-    axes[1].tick_params(axis="y", labelleft=False)
+    if names:
+        axes[2].legend(fontsize=7)
+    wake = [r for r in ok if r.scenario == "wakeups"]
+    axes[3].barh([r.consumer for r in wake],
+                 [100 * float(r.extra.get("producer_vs_alone", 0)) for r in wake],  # type: ignore[arg-type]
+                 color="#6a9f58")
+    axes[3].axvline(80, color="grey", linestyle="--", linewidth=1)
+    axes[3].set_title("wakeups: producer rate, % of its rate alone (higher is better)")
+    axes[3].invert_yaxis()
+    axes[3].tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return None

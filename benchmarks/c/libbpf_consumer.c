@@ -99,16 +99,20 @@ int main(int argc, char **argv)
 	struct rusage ru0, ru1;
 	unsigned long long target = 0, last = 0;
 	double t0, t1, idle_since = 0;
-	int ctl, perf, drain, err;
+	int ctl, perf, adaptive, drain, err;
 	cpu_set_t set;
 	char line[64];
 	long size;
 
 	if (argc < 7) {
-		fprintf(stderr, "usage: libbpf_consumer OBJ ring|perf live|drain|latency PID CPU SIZE\n");
+		fprintf(stderr, "usage: libbpf_consumer OBJ ring|ring-adaptive|perf "
+				"live|drain|latency PID CPU SIZE\n");
 		return 2;
 	}
 	perf = !strcmp(argv[2], "perf");
+	/* ring-adaptive: the program submits with AIORINGBUF_SUBMIT_ADAPTIVE and
+	 * the poll timeout (5 ms) is the flush interval for the tail. */
+	adaptive = !strcmp(argv[2], "ring-adaptive");
 	drain = !strcmp(argv[3], "drain");
 	want_latency = !strcmp(argv[3], "latency");
 	size = atol(argv[6]);
@@ -138,7 +142,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ctl = bpf_map__fd(bpf_object__find_map_by_name(obj, "control"));
-	control_set(ctl, BENCH_MODE, perf ? BENCH_PERF : BENCH_RING);
+	control_set(ctl, BENCH_MODE, perf ? BENCH_PERF : adaptive ? BENCH_RING_ADAPTIVE : BENCH_RING);
 	control_set(ctl, BENCH_TARGET, atoll(argv[4]));
 	if (perf)
 		pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "perf")),
@@ -160,7 +164,12 @@ int main(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &ru0);
 	t0 = mono_ns() * 1e-9;
 	for (;;) {
-		err = perf ? perf_buffer__poll(pb, 100) : ring_buffer__poll(rb, 100);
+		err = perf ? perf_buffer__poll(pb, 100) : ring_buffer__poll(rb, adaptive ? 5 : 100);
+		/* epoll only reports a ring the kernel woke: below the adaptive
+		 * threshold nothing does, so a timeout reads the ring directly
+		 * (what flush_interval does in aioringbuf). */
+		if (adaptive && err == 0)
+			err = ring_buffer__consume(rb);
 		if (err < 0 && err != -EINTR) {
 			fprintf(stderr, "poll: %d\n", err);
 			break;
