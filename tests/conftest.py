@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -45,6 +46,18 @@ def _kernel_problem() -> str | None:
     except aioringbuf.AioRingBufError as exc:
         return str(exc)
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_reachable_by_nobody():
+    """The unprivileged-user tests run Python as uid 65534: let it reach us."""
+    from privileges import reachable_by_nobody
+
+    here = str(TESTS.parent / "aioringbuf" / "__init__.py")
+    changed = reachable_by_nobody([here, sys.executable, os.path.realpath(sys.executable)])
+    yield
+    for path, mode in reversed(changed):
+        os.chmod(path, mode)
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,13 @@ import uuid
 
 import pytest
 from kernelstate import exec_links
+from privileges import AS_NOBODY
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
 SUMMARY = re.compile(
     r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops$"
 )
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def marker() -> str:
@@ -166,7 +166,7 @@ def test_uid_filter(kernel) -> None:
     with Cli("--json", "--uid", "65534") as cli:
         cli.wait_ready()
         run([TRUE, mark, "root"])
-        nobody = run([*NOBODY, TRUE, mark, "nobody"])
+        nobody = run([*AS_NOBODY, TRUE, mark, "nobody"])
         status, out, err = cli.stop()
     assert status == 0
     events = json_events(out)
@@ -246,7 +246,7 @@ def test_a_reader_that_leaves_ends_the_trace_quietly(kernel) -> None:
 
 def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
     proc = subprocess.run(
-        [*NOBODY, "--inh-caps=-all", "--bounding-set=-all",
+        [*AS_NOBODY, "--inh-caps=-all", "--bounding-set=-all",
          sys.executable, "-m", "aioringbuf", "exec"],
         capture_output=True, text=True, env=env(), cwd="/", timeout=60,
     )

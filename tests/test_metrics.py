@@ -21,6 +21,7 @@ import anyio
 import httpx
 import pytest
 from kernelstate import Attached
+from privileges import AS_NOBODY
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from ringgen import Rec, capacity
@@ -236,7 +237,7 @@ def test_exporter_serves_exec_counters(kernel, backend: str) -> None:
 
 
 def test_exporter_without_privileges_says_why(kernel) -> None:
-    proc = start_exporter(prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    proc = start_exporter(prefix=tuple(AS_NOBODY))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 77, err
     assert err.decode().startswith("aioringbuf exporter: ") and b"Traceback" not in err
