@@ -59,7 +59,7 @@ from ._errors import (
     UnsupportedMapError,
     WrongMapTypeError,
 )
-from ._exec import ExecEvent, ExecEvents, exec_events
+from ._exec import ExecEvent, ExecEvents, ExecFilter, exec_events, printable
 from ._loader import BpfObject, check_privileges, load
 from ._metrics import MetricsRegistration
 from ._metrics import register as register_metrics
@@ -79,7 +79,7 @@ __all__ = [
     "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
     "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer", "PerfBuffer",
     "EventStream",
-    "ExecEvent", "ExecEvents", "exec_events",
+    "ExecEvent", "ExecEvents", "ExecFilter", "exec_events", "printable",
     "Broadcast", "BroadcastStats", "SlowSubscriberError", "SubscriberStats", "Subscription",
     "MetricsRegistration", "register_metrics",
 ]

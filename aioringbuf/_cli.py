@@ -26,7 +26,14 @@ import anyio.abc
 import msgspec
 
 from ._errors import AioRingBufError, NotPrivilegedError
-from ._exec import DEFAULT_RING_SIZE, ExecEvent, ExecEvents, exec_events
+from ._exec import (
+    DEFAULT_RING_SIZE,
+    ExecEvent,
+    ExecEvents,
+    ExecFilter,
+    exec_events,
+    printable,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -139,58 +146,15 @@ def add_exec_command(sub: Any) -> None:
     p.set_defaults(run=run_exec)
 
 
-@dataclass
-class ExecFilter:
-    """The subset of events the user asked for; empty means everything."""
-
-    pids: frozenset[int] = frozenset()
-    ppids: frozenset[int] = frozenset()
-    uids: frozenset[int] = frozenset()
-    name: re.Pattern[str] | None = None
-    failed: bool = False
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ExecFilter:
-        return cls(
-            pids=frozenset(args.pid or ()),
-            ppids=frozenset(args.ppid or ()),
-            uids=frozenset(args.uid or ()),
-            name=args.name,
-            failed=args.failed,
-        )
-
-    def __call__(self, ev: ExecEvent) -> bool:
-        if self.pids and ev.pid not in self.pids:
-            return False
-        if self.ppids and ev.ppid not in self.ppids:
-            return False
-        if self.uids and ev.uid not in self.uids:
-            return False
-        if self.failed and ev.ret >= 0:
-            return False
-        return self.name is None or self._name_matches(ev)
-
-    def _name_matches(self, ev: ExecEvent) -> bool:
-        assert self.name is not None
-        search = self.name.search
-        return bool(
-            search(ev.comm)
-            or search(ev.filename.rpartition("/")[2])
-            or (ev.argv and search(ev.argv[0]))
-        )
-
-
-def printable(s: str) -> str:
-    """A surrogate-escaped str (non-UTF-8 kernel bytes) as valid text.
-
-    The original bytes are written as backslash escapes (0xff -> ``\\xff``),
-    which is the only way they can go into JSON or a UTF-8 terminal.
-    """
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def filter_from_args(args: argparse.Namespace) -> ExecFilter:
+    """The --pid/--ppid/--uid/--name/--failed options as an ExecFilter."""
+    return ExecFilter(
+        pids=frozenset(args.pid or ()),
+        ppids=frozenset(args.ppid or ()),
+        uids=frozenset(args.uid or ()),
+        name=args.name,
+        failed=args.failed,
+    )
 
 
 TABLE_HEADER = f"{'TIME':<8} {'PCOMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4} ARGS"
@@ -271,7 +235,7 @@ async def _cancel_on_signals(
 
 
 async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
-    accept = ExecFilter.from_args(args)
+    accept = filter_from_args(args)
     fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
     out = sys.stdout
     try:

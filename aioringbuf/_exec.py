@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import re
 import struct
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
@@ -168,6 +170,53 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
         at_flags,
         bool(flags & _F_FILENAME_TRUNCATED),
     )
+
+
+@dataclass(frozen=True)
+class ExecFilter:
+    """Which exec events to keep; an empty filter keeps everything.
+
+    ``name`` is searched (``re.search``) in the command name, the last part
+    of the file name and argv[0]. Shared by ``aioringbuf exec`` and the web
+    example; cheap enough to run for every event in a hub's task.
+    """
+
+    pids: frozenset[int] = frozenset()
+    ppids: frozenset[int] = frozenset()
+    uids: frozenset[int] = frozenset()
+    name: re.Pattern[str] | None = None
+    failed: bool = False  # only execs that returned an error
+
+    def __call__(self, ev: ExecEvent) -> bool:
+        if self.pids and ev.pid not in self.pids:
+            return False
+        if self.ppids and ev.ppid not in self.ppids:
+            return False
+        if self.uids and ev.uid not in self.uids:
+            return False
+        if self.failed and ev.ret >= 0:
+            return False
+        if self.name is None:
+            return True
+        search = self.name.search
+        return bool(
+            search(ev.comm)
+            or search(ev.filename.rpartition("/")[2])
+            or (ev.argv and search(ev.argv[0]))
+        )
+
+
+def printable(s: str) -> str:
+    """A surrogate-escaped str (non-UTF-8 kernel bytes) as valid UTF-8 text.
+
+    The original bytes are written as backslash escapes (0xff -> ``\\xff``),
+    the only way they can go into JSON or a UTF-8 terminal.
+    """
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class ExecEvents:

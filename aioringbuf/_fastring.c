@@ -590,14 +590,28 @@ starts_flush(Starts *st)
     return rc;
 }
 
-static int
-keep(PyObject *events, Starts *starts, PyObject *ev, unsigned long long start)
+/* What both walks do with one decode's outcome `ev` (NULL: it failed):
+ * keep the event and where it started, or count the decode error.
+ * TAKE_NEXT: go on; TAKE_STOP: stop here (strict, *error set);
+ * TAKE_FAIL: a real error is set, give up. */
+enum { TAKE_FAIL = -1, TAKE_NEXT = 0, TAKE_STOP = 1 };
+
+static inline int
+take(PyObject *events, Starts *starts, PyObject *ev, unsigned long long start,
+     int strict, PyObject **error, Py_ssize_t *taken, Py_ssize_t *decode_errors)
 {
+    if (ev == NULL) {
+        if (!take_decode_error(strict, error))
+            return TAKE_FAIL;
+        (*decode_errors)++;
+        return *error != NULL ? TAKE_STOP : TAKE_NEXT;
+    }
     int rc = PyList_Append(events, ev);
     Py_DECREF(ev);
-    if (rc < 0)
-        return -1;
-    return starts_add(starts, start);
+    if (rc < 0 || starts_add(starts, start) < 0)
+        return TAKE_FAIL;
+    (*taken)++;
+    return TAKE_NEXT;
 }
 
 static PyObject *
@@ -668,17 +682,11 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_ssize_t at = off + RB_HDR_SZ;
         PyObject *ev = decode_one(decode, data, at, mem + at, (Py_ssize_t)len, view.len - at);
-        if (ev == NULL) {
-            if (!take_decode_error(strict, &error))
-                goto fail;
-            decode_errors++;
-            if (error != NULL)
-                break;
-            continue;
-        }
-        if (keep(events, &st, ev, start) < 0)
+        int next = take(events, &st, ev, start, strict, &error, &taken, &decode_errors);
+        if (next == TAKE_FAIL)
             goto fail;
-        taken++;
+        if (next == TAKE_STOP)
+            break;
     }
     PyBuffer_Release(&view);
     if (starts_flush(&st) < 0) {
@@ -812,17 +820,11 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *ev = decode_one(decode, obj, obj_off + PERF_RAW_OFFSET, rec + PERF_RAW_OFFSET,
                                   len, rsize - PERF_RAW_OFFSET);
         Py_XDECREF(wrapped);
-        if (ev == NULL) {
-            if (!take_decode_error(strict, &error))
-                goto fail;
-            decode_errors++;
-            if (error != NULL)
-                break;
-            continue;
-        }
-        if (keep(events, &st, ev, start) < 0)
+        int next = take(events, &st, ev, start, strict, &error, &taken, &decode_errors);
+        if (next == TAKE_FAIL)
             goto fail;
-        taken++;
+        if (next == TAKE_STOP)
+            break;
     }
     PyMem_Free(copy);
     PyBuffer_Release(&view);

@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 IDLE = 0.5  # seconds without a record that end a live or latency run
@@ -108,3 +109,28 @@ class Idle:
             self.last_change = now
             return False
         return now - self.last_change > IDLE
+
+
+def run_polling(mode: str, poll: Callable[[int], object], count: list[int],
+                produced: Callable[[], int], lat: list[int]) -> None:
+    """The timed part of a callback consumer (BCC, pylibbpf): poll until done, report.
+
+    ``poll(timeout_ms)`` runs the callbacks, which add to ``count[0]``.
+    """
+    ready()
+    target = 0
+    if mode == "drain":
+        wait_go()
+        target = produced()
+    clock = Clock()
+    clock.start()
+    idle = Idle()
+    while True:
+        poll(100)
+        if mode == "drain":
+            if count[0] >= target:
+                break
+        elif idle.over(count[0]):
+            break
+    clock.stop(None if mode == "drain" else idle.last_change)
+    report(count[0], produced(), clock, lat)

@@ -50,23 +50,7 @@ def main(args: common.Args) -> None:
     def produced() -> int:
         return int.from_bytes(_syscall.map_lookup(ctl, common.PRODUCED, 8), "little")
 
-    common.ready()
-    target = 0
-    if args.mode == "drain":
-        common.wait_go()
-        target = produced()
-    clock = common.Clock()
-    clock.start()
-    idle = common.Idle()
-    while True:
-        perf.poll(100)
-        if args.mode == "drain":
-            if count[0] >= target:
-                break
-        elif idle.over(count[0]):
-            break
-    clock.stop(None if args.mode == "drain" else idle.last_change)
-    common.report(count[0], produced(), clock, lat)
+    common.run_polling(args.mode, perf.poll, count, produced, lat)
 
 
 if __name__ == "__main__":

@@ -13,73 +13,40 @@ import collections
 import datetime
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from redact import Redactor
 
-from aioringbuf import ExecEvent
+from aioringbuf import ExecEvent, ExecFilter, printable
 
 MAX_REGEX = 256  # characters: the name filter runs in the hub's task, for every event
 
 
-@dataclass(frozen=True)
-class ExecFilter:
-    """``?pid=&ppid=&uid=`` (each repeatable) and ``?name=REGEX``; empty means all.
+def filter_from_query(query: Any) -> ExecFilter | None:
+    """``?pid=&ppid=&uid=`` (each repeatable) and ``?name=REGEX`` from Starlette's
+    QueryParams; None when nothing is filtered. ValueError if bad.
 
-    ``name`` is searched (``re.search``) in the command name, the last part
-    of the file name and argv[0], as ``aioringbuf exec --name`` does.
+    ``name`` matches as ``aioringbuf exec --name`` does (the same ExecFilter).
     """
 
-    pids: frozenset[int] = frozenset()
-    ppids: frozenset[int] = frozenset()
-    uids: frozenset[int] = frozenset()
-    name: re.Pattern[str] | None = None
+    def ints(key: str) -> frozenset[int]:
+        try:
+            return frozenset(int(v) for v in query.getlist(key) if v != "")
+        except ValueError:
+            raise ValueError(f"{key} must be an integer") from None
 
-    @classmethod
-    def from_query(cls, query: Any) -> ExecFilter | None:
-        """From Starlette's QueryParams; None when nothing is filtered. ValueError if bad."""
-
-        def ints(key: str) -> frozenset[int]:
-            try:
-                return frozenset(int(v) for v in query.getlist(key) if v != "")
-            except ValueError:
-                raise ValueError(f"{key} must be an integer") from None
-
-        name = query.get("name") or None
-        pattern = None
-        if name is not None:
-            if len(name) > MAX_REGEX:
-                raise ValueError(f"name: at most {MAX_REGEX} characters")
-            try:
-                pattern = re.compile(name)
-            except re.error as exc:
-                raise ValueError(f"name: bad regular expression: {exc}") from None
-        flt = cls(ints("pid"), ints("ppid"), ints("uid"), pattern)
-        return flt if flt != cls() else None
-
-    def __call__(self, ev: ExecEvent) -> bool:
-        if self.pids and ev.pid not in self.pids:
-            return False
-        if self.ppids and ev.ppid not in self.ppids:
-            return False
-        if self.uids and ev.uid not in self.uids:
-            return False
-        if self.name is None:
-            return True
-        search = self.name.search
-        return bool(search(ev.comm) or search(ev.filename.rpartition("/")[2])
-                    or (ev.argv and search(ev.argv[0])))
-
-
-def printable(s: str) -> str:
-    """Kernel bytes that were not UTF-8 (surrogate escapes) as ``\\xNN`` text, for JSON."""
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    name = query.get("name") or None
+    pattern = None
+    if name is not None:
+        if len(name) > MAX_REGEX:
+            raise ValueError(f"name: at most {MAX_REGEX} characters")
+        try:
+            pattern = re.compile(name)
+        except re.error as exc:
+            raise ValueError(f"name: bad regular expression: {exc}") from None
+    flt = ExecFilter(ints("pid"), ints("ppid"), ints("uid"), pattern)
+    return flt if flt != ExecFilter() else None
 
 
 class EventEncoder:

@@ -32,7 +32,7 @@ import logging
 from typing import Any
 
 import anyio
-from events import EventEncoder, ExecFilter
+from events import EventEncoder, filter_from_query
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
@@ -83,7 +83,7 @@ class EventsEndpoint:
             await PlainTextResponse("only GET\n", 405)(scope, receive, send)
             return
         try:
-            accept = ExecFilter.from_query(request.query_params)
+            accept = filter_from_query(request.query_params)
             policy = request.query_params.get("policy", self.policy)
             if policy not in POLICIES:
                 raise ValueError(f"policy must be one of {POLICIES}")
