@@ -52,8 +52,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
-        return EXIT_OK
+    except BaseException as exc:
+        # Ctrl-C before the signal handlers were installed, or a second one
+        # inside a task group, which wraps it in an exception group.
+        if _only_interrupts(exc):
+            return EXIT_OK
+        raise
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """True for a KeyboardInterrupt, or a (nested) exception group of nothing else.
+
+    The signal receiver gives SIGINT back to Python's default handler as it
+    closes; a second Ctrl-C in that moment raises KeyboardInterrupt inside a
+    task, and the task group wraps it.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    inner = getattr(exc, "exceptions", None)  # BaseExceptionGroup (3.11+ or backport)
+    return isinstance(inner, tuple) and bool(inner) and all(map(_only_interrupts, inner))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ the probes are attached, before making the execs it looks for.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import pathlib
@@ -289,3 +290,25 @@ def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
     assert status == 0, err
     assert "Traceback" not in err
     assert exec_links() == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="builds exception groups")
+def test_an_interrupt_inside_a_task_group_exits_quietly(monkeypatch) -> None:
+    """The race behind the test above: the second Ctrl-C lands while the signal
+    receiver hands SIGINT back to Python, and the task group wraps it."""
+    from aioringbuf import _cli
+
+    group = builtins.BaseExceptionGroup  # Python 3.11+
+
+    def interrupted(args):
+        raise group("unhandled errors in a TaskGroup", [group("inner", [KeyboardInterrupt()])])
+
+    monkeypatch.setattr(_cli, "run_exec", interrupted)
+    assert _cli.main(["exec"]) == _cli.EXIT_OK
+
+    def broken(args):
+        raise group("two", [KeyboardInterrupt(), OSError("real")])
+
+    monkeypatch.setattr(_cli, "run_exec", broken)
+    with pytest.raises(group):  # a real error is never swallowed
+        _cli.main(["exec"])
