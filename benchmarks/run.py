@@ -19,6 +19,12 @@ pid) pinned to CPU 1. Scenarios:
 * wakeups: the producer's rate alone, then with aioringbuf consuming
   with the kernel's default wakeups and with adaptive ones.
 
+Every cell runs several times in interleaved rounds (each round runs every
+row once), the tables show each row's median run, and ratios between rows
+(x BCC, x pylibbpf, % of the producer alone) are taken within a round, so
+that a slow spell of a shared machine weighs on both sides of a ratio. The
+last table checks the issue's targets against the run.
+
 Needs root, two CPUs, and a quiet machine for numbers worth comparing.
 """
 
@@ -29,6 +35,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -79,6 +86,7 @@ class Consumer:
     extra: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     python: str | None = None  # None: not Python
+    streams: bool = True  # False: a reference row, drain only
 
     def command(self, kind: str, mode: str, pid: int, size: int) -> list[str]:
         if self.python is None:  # the libbpf peer: OBJ ring|ring-adaptive|perf MODE PID CPU SIZE
@@ -104,6 +112,9 @@ def consumers() -> list[Consumer]:
         Consumer("BCC perf_buffer_poll", "perf", bcc, python=SYSTEM_PYTHON),
         Consumer("pylibbpf PerfEventArray", "perf",
                  (py, str(HERE / "consumers/pylibbpf_consumer.py")), python=py),
+        Consumer("reference: msgspec msgpack -> Structs, no ring", "ring",
+                 (py, str(HERE / "consumers/reference_consumer.py")), python=py,
+                 streams=False),
     ]
 
 
@@ -182,6 +193,8 @@ def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: lis
         env = dict(os.environ, BENCH_OBJECT=str(OBJECT),
                    PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE / "consumers")]))
         env.update(dict(c.env))
+        if mode == "drain" and producer_args[0] == "count":
+            env["BENCH_RECORDS"] = producer_args[1]  # for the reference row
         consumer = start(c.command(kind, mode, pid, size), env)
         if read_line(consumer, c.name, 120) != "ready":
             raise RuntimeError(f"{c.name}: did not say ready")
@@ -222,24 +235,54 @@ def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: lis
 REPEAT = 3  # runs per cell; tables show the run with the median of the cell's key
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One table row to measure: a consumer in one scenario."""
+
+    scenario: str
+    consumer: Consumer
+    kind: str
+    mode: str
+    producer_args: tuple[str, ...]
+    size: int
+    label: str = ""  # the row's name, when not the consumer's
+
+
 def median_run(runs: list[Row], key: str) -> Row:
     """The run whose ``key`` is the median of ``runs`` (a real run, so its
-    columns stay consistent), with every run's value of ``key`` in extra."""
-    ok = [r for r in runs if not r.skipped]
+    columns stay consistent), with every run's value of ``key`` in extra:
+    sorted (``<key>_all``) and in round order (``<key>_by_round``, None
+    where a run failed) for ratios between rows of the same round."""
+    value = (lambda r: r.lat_us[1]) if key == "p99" else (lambda r: getattr(r, key))
+    by_round = [None if r.skipped else round(value(r), 4) for r in runs]
+    ok = sorted((r for r in runs if not r.skipped), key=value)
     if not ok:
         return runs[-1]
-    value = (lambda r: r.lat_us[1]) if key == "p99" else (lambda r: getattr(r, key))
-    ok.sort(key=value)
     row = ok[(len(ok) - 1) // 2]
     row.extra["runs"] = len(ok)
     row.extra[f"{key}_all"] = [round(value(r), 4) for r in ok]
+    row.extra[f"{key}_by_round"] = by_round
     return row
 
 
-def repeated(scenario: str, c: Consumer, kind: str, mode: str, producer_args: list[str],
-             size: int, key: str, times: int) -> Row:
-    return median_run([run_one(scenario, c, kind, mode, producer_args, size)
-                       for _ in range(times)], key)
+def in_rounds(cells: list[Cell], key: str, times: int) -> list[Row]:
+    """Run every cell ``times`` times, interleaved: round 1 runs each cell
+    once, then round 2, ... A slow minute of this shared machine then falls
+    on all rows of a round alike, and ratios between rows are taken within
+    a round (see targets())."""
+    runs: list[list[Row]] = [[] for _ in cells]
+    for _ in range(times):
+        for cell, out in zip(cells, runs, strict=True):
+            row = run_one(cell.scenario, cell.consumer, cell.kind, cell.mode,
+                          list(cell.producer_args), cell.size)
+            if cell.label:
+                row.consumer = cell.label
+            out.append(row)
+    rows = [median_run(out, key) for out in runs]
+    for row, out in zip(rows, runs, strict=True):
+        row.extra["kernel_drops_max"] = max((r.kernel_drops for r in out if not r.skipped),
+                                            default=0)
+    return rows
 
 
 def size_for(c: Consumer) -> int:
@@ -247,52 +290,126 @@ def size_for(c: Consumer) -> int:
 
 
 def drain(cs: list[Consumer], n: int, times: int) -> list[Row]:
-    return [repeated("drain", c, c.kind, "drain", ["count", str(n)], size_for(c),
-                     "cpu_us_per_event", times) for c in cs]
+    return in_rounds([Cell("drain", c, c.kind, "drain", ("count", str(n)), size_for(c))
+                      for c in cs], "cpu_us_per_event", times)
 
 
 def live(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
-    return [repeated("live", c, c.kind, "live", ["spin", str(seconds)], size_for(c),
-                     "events_per_s", times) for c in cs]
+    return in_rounds([Cell("live", c, c.kind, "live", ("spin", str(seconds)), size_for(c))
+                      for c in cs if c.streams], "events_per_s", times)
 
 
 def latency(cs: list[Consumer], rates: list[int], seconds: float, times: int) -> list[Row]:
-    return [repeated(f"latency {rate // 1000}k/s", c, c.kind, "latency",
-                     ["rate", str(rate), str(seconds)], size_for(c), "p99", times)
-            for rate in rates for c in cs]
+    return [row for rate in rates
+            for row in in_rounds([Cell(f"latency {rate // 1000}k/s", c, c.kind, "latency",
+                                       ("rate", str(rate), str(seconds)), size_for(c))
+                                  for c in cs if c.streams], "p99", times)]
 
 
 def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
-    """The producer alone, then with consumers (default and adaptive wakeups)."""
+    """The producer alone, then with consumers (default and adaptive wakeups),
+    in rounds: each round's consumers are compared with that round's alone."""
     py = sys.executable
     aiorb = (py, str(HERE / "consumers/aiorb_consumer.py"))
     alone = Consumer("producer alone (program attached, nobody reading)", "ring", aiorb,
                      ("idle",), python=py)
+    spin = ("spin", str(seconds))
     # A ring that holds the whole run: the producer never meets a full ring.
-    big = 512 << 20
-    rows = [repeated("wakeups", alone, "ring", "drain", ["spin", str(seconds)], big,
-                     "producer_rate", times)]
-    rows[0].kernel_drops = 0  # nobody read: not drops
+    cells = [Cell("wakeups", alone, "ring", "drain", spin, 512 << 20),
+             Cell("wakeups", alone, "ring-adaptive", "drain", spin, 512 << 20,
+                  "producer alone, adaptive submit (what its helper calls cost)")]
     by_name = {c.name: c for c in cs}
+    adaptive = "adaptive wakeups, flush_interval=5ms"
     plan = [
-        (by_name["aioringbuf RingBuffer async for"], "ring", "default wakeups"),
-        (by_name["aioringbuf RingBuffer async for"], "ring-adaptive",
-         "adaptive wakeups, flush_interval=5ms"),
-        (by_name["aioringbuf RingBuffer batches()"], "ring-adaptive",
-         "adaptive wakeups, flush_interval=5ms"),
-        (by_name["libbpf C ring_buffer__poll"], "ring", "default wakeups"),
-        (by_name["libbpf C ring_buffer__poll"], "ring-adaptive",
-         "adaptive wakeups, 5 ms poll timeout"),
+        ("aioringbuf RingBuffer async for", "ring", "default wakeups"),
+        ("aioringbuf RingBuffer async for", "ring-adaptive", adaptive),
+        ("aioringbuf RingBuffer batches()", "ring-adaptive", adaptive),
+        ("libbpf C ring_buffer__poll", "ring", "default wakeups"),
+        ("libbpf C ring_buffer__poll", "ring-adaptive", "adaptive wakeups, 5 ms poll timeout"),
     ]
-    for c, kind, label in plan:
-        row = repeated("wakeups", c, kind, "live", ["spin", str(seconds)], RING_SIZE,
-                       "producer_rate", times)
-        row.consumer = f"{c.name} ({label})"
-        rows.append(row)
-    base = rows[0].producer_rate
+    cells += [Cell("wakeups", by_name[name], kind, "live", spin, RING_SIZE, f"{name} ({label})")
+              for name, kind, label in plan if name in by_name]
+    rows = in_rounds(cells, "producer_rate", times)
+    rows[0].kernel_drops = rows[1].kernel_drops = 0  # nobody read: not drops
+    alone_by_round = rows[0].extra["producer_rate_by_round"]
     for row in rows:
-        row.extra["producer_vs_alone"] = row.producer_rate / base if base else 0.0
+        paired = paired_ratios(row.extra["producer_rate_by_round"], alone_by_round)
+        row.extra["producer_vs_alone"] = statistics.median(paired) if paired else 0.0
+        row.extra["producer_vs_alone_by_round"] = paired
     return rows
+
+
+def paired_ratios(nums: object, dens: object) -> list[float]:
+    """num / den for each round where both ran."""
+    return [n / d for n, d in zip(nums, dens, strict=True)  # type: ignore[call-overload]
+            if n is not None and d]
+
+
+# -- the issue's targets --------------------------------------------------------
+
+
+def targets(rows: list[Row]) -> list[dict[str, object]]:
+    """The issue's targets, checked against this run: for ratios, the median
+    (and range) of the ratios taken within each round."""
+    def find(scenario: str, consumer: str) -> Row | None:
+        return next((r for r in rows if r.scenario == scenario and r.consumer == consumer
+                     and not r.skipped), None)
+
+    out: list[dict[str, object]] = []
+
+    def add(target: str, row_name: str, values: list[float], ok: object, unit: str) -> None:
+        if not values:
+            return
+        med = statistics.median(values)
+        out.append({"target": target, "row": row_name, "median": med, "min": min(values),
+                    "max": max(values), "rounds": len(values), "met": bool(ok(med)),  # type: ignore[operator]
+                    "unit": unit})
+
+    for name, limit in [("aioringbuf RingBuffer async for", 0.5),
+                        ("aioringbuf RingBuffer batches()", 0.15)]:
+        r = find("drain", name)
+        if r is not None:
+            vals = [v for v in r.extra["cpu_us_per_event_by_round"] if v is not None]  # type: ignore[union-attr]
+            add(f"drain CPU/event <= {limit} us", name, vals, lambda m, x=limit: m <= x, "us")
+    for peer, factor in [("BCC ring_buffer_poll", 5), ("pylibbpf PerfEventArray", 2)]:
+        p = find("drain", peer)
+        for name in ("aioringbuf RingBuffer async for", "aioringbuf RingBuffer batches()"):
+            r = find("drain", name)
+            if p is None or r is None:
+                continue
+            # events/s ratio = inverse ratio of CPU per event (both drain the same count)
+            vals = paired_ratios(p.extra["cpu_us_per_event_by_round"],
+                                 r.extra["cpu_us_per_event_by_round"])
+            add(f"drain events/s >= {factor}x {peer}", name, vals,
+                lambda m, f=factor: m >= f, "x")
+    for r in rows:
+        if r.scenario == "wakeups" and "adaptive wakeups" in r.consumer and not r.skipped:
+            vals = r.extra.get("producer_vs_alone_by_round") or []
+            add("producer keeps >= 80% of its rate alone", r.consumer,
+                [100 * v for v in vals], lambda m: m >= 80, "%")  # type: ignore[union-attr]
+    for r in rows:
+        if r.scenario == "latency 10k/s" and r.consumer.startswith("aioringbuf") and not r.skipped:
+            vals = [v for v in r.extra.get("p99_by_round", []) if v is not None]  # type: ignore[union-attr]
+            add("p99 latency < 1000 us at 10k/s", r.consumer, vals, lambda m: m < 1000, "us")
+    streaming = [r for r in rows if r.scenario.startswith(("latency", "wakeups"))
+                 and r.consumer.startswith("aioringbuf") and not r.skipped]
+    if streaming:
+        drops = [float(r.extra.get("kernel_drops_max", r.kernel_drops)) for r in streaming]  # type: ignore[arg-type]
+        add("zero drops below the drain rate (latency and wakeup rows)",
+            f"{len(streaming)} aioringbuf rows", drops, lambda m: max(drops) == 0, "drops")
+    return out
+
+
+def targets_table(found: list[dict[str, object]]) -> str:
+    lines = ["Targets (median over rounds; ratios taken within each round)"]
+    body = [[str(t["target"]), str(t["row"]),
+             f"{t['median']:.3g} {t['unit']}", f"{t['min']:.3g}..{t['max']:.3g} ({t['rounds']})",
+             "yes" if t["met"] else "NO"] for t in found]
+    head = ["target", "row", "median", "range (rounds)", "met"]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    for line in [head, ["-" * w for w in widths], *body]:
+        lines.append("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)))
+    return "\n".join(lines)
 
 
 # -- output -------------------------------------------------------------------
@@ -473,14 +590,18 @@ def main() -> int:
         rows += latency(runnable, [1_000, 10_000, 100_000], secs, times)
     if "wakeups" in scen and not args.only:
         rows += wakeups(runnable, 2.0 if args.quick else 3.0, times)
+    found = targets(rows)
     print()
     print(tables(rows))
+    if found:
+        print()
+        print(targets_table(found))
     for r in skipped:
         print(f"\nskipped {r.consumer}: {r.skipped}")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     doc = {"machine": {**machine(), "loadavg_at_start": load0},
-           "rows": [asdict(r) for r in rows + skipped]}
+           "rows": [asdict(r) for r in rows + skipped], "targets": found}
     for name in (f"results-{stamp}.json", "latest.json"):
         (RESULTS / name).write_text(json.dumps(doc, indent=1))
     png = RESULTS / "benchmarks.png"
