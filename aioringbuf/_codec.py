@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import struct
+import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +136,14 @@ class Event(msgspec.Struct, gc=False):
     untracked by the garbage collector since records cannot form cycles.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The namespace the class statement ran in. Annotations are resolved
+        # in sys.modules[cls.__module__], which is the wrong one for a script
+        # run by `python -m cProfile`, pdb or runpy: it runs as "__main__" in
+        # a namespace of its own while sys.modules["__main__"] is the runner.
+        cls.__aioringbuf_namespace__ = sys._getframe(1).f_globals
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -200,6 +209,18 @@ def _decode_bytes(buf: Any, off: int, n: int) -> bytes:
     return bytes(buf[off : off + n])
 
 
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of ``cls``: from its module, else from the
+    namespace its class statement ran in (see Event.__init_subclass__)."""
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except NameError:
+        namespace = getattr(cls, "__aioringbuf_namespace__", None)
+        if namespace is None:
+            raise
+        return typing.get_type_hints(cls, globalns=namespace, include_extras=True)
+
+
 def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     hit = _cache.get(cls)
     if hit is not None:
@@ -207,7 +228,7 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
         raise EventLayoutError(f"{cls!r} is not an aioringbuf.Event subclass")
     try:
-        hints = typing.get_type_hints(cls, include_extras=True)
+        hints = _type_hints(cls)
     except Exception as exc:
         raise EventLayoutError(f"cannot resolve the annotations of {cls.__name__}: {exc}") from exc
     names = cls.__struct_fields__
@@ -327,7 +348,7 @@ def _plain_constructor(cls: type) -> bool:
         return False
     try:
         params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, NameError):  # NameError: see _type_hints
         return False
     return all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import struct
+import subprocess
+import sys
 
 import msgspec
 import pytest
@@ -104,3 +108,31 @@ def test_bad_annotations_are_refused_with_a_hint() -> None:
 def test_events_are_msgspec_structs() -> None:
     ev = Mixed(1, 2, 3, "hi")
     assert msgspec.json.decode(msgspec.json.encode(ev), type=Mixed) == ev
+
+
+SCRIPT = """\
+from __future__ import annotations
+import aioringbuf
+from aioringbuf import U32, U64, Event
+
+class Rec(Event):
+    seq: U64
+    pid: U32
+
+print(aioringbuf.decode(Rec, (5).to_bytes(8, "little") + (7).to_bytes(8, "little")))
+"""
+
+
+@pytest.mark.parametrize("runner", [[], ["-m", "cProfile", "-o", "/dev/null"]])
+def test_event_types_of_a_script_run_by_a_profiler_resolve(tmp_path, runner) -> None:
+    """`python -m cProfile script.py` runs the script as "__main__" in a
+    namespace that is not sys.modules["__main__"]: its annotations still
+    resolve, from the namespace the class statement ran in."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    root = str(pathlib.Path(aioringbuf.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=root)
+    out = subprocess.run([sys.executable, *runner, str(script)], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "Rec(seq=5, pid=7)"
