@@ -17,7 +17,6 @@ its native decoder (same results, same errors) is the one used.
 
 from __future__ import annotations
 
-import inspect
 import struct
 import sys
 import typing
@@ -346,11 +345,9 @@ def _plain_constructor(cls: type) -> bool:
     fill the instance's slots itself, which is all msgspec would do."""
     if getattr(cls, "__post_init__", None) is not None or cls.__struct_config__.gc:
         return False
-    try:
-        params = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError, NameError):  # NameError: see _type_hints
-        return False
-    return all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params)
+    # msgspec leaves keyword-only fields out of __match_args__. Unlike
+    # inspect.signature(), this needs no annotations resolved.
+    return tuple(getattr(cls, "__match_args__", ())) == tuple(cls.__struct_fields__)
 
 
 def decode(event_type: type | None, record: bytes) -> Any:

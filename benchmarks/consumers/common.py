@@ -11,7 +11,9 @@ loads bench.bpf.o (or BCC's copy), aims it at the producer, prints
   first one;
 * drain: waits for a line on stdin (the harness sends it once the producer
   has filled the ring), then consumes every record produced so far, and
-  only that part is timed.
+  only that part is timed. BENCH_RECORDS in the environment says how many
+  the producer was asked for (the reference row, which reads no ring,
+  makes that many).
 
 It prints one JSON line: delivered, produced, user_s and sys_s (its own CPU
 time over the timed part, from getrusage), wall_s, lat_ns (p50, p99, p99.9
