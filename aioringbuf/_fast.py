@@ -1,14 +1,17 @@
 """The hot path, in C when it was built, in pure Python otherwise.
 
-``aioringbuf/_fastring.c`` is an optional extension (``pip install`` builds
+``aioringbuf._fastring`` is an optional extension (``pip install`` builds
 it when a C compiler is there, and carries on without it when not). It
 provides the same three things as the pure-Python modules, with the same
-behaviour, only faster:
+behaviour, only faster, one C source (in ``aioringbuf/_c/``) per twin:
 
-* ``walk`` and ``walk_perf``: the record walks of ``_ring`` and ``_perfring``;
-* ``Layout``: a native decoder for an Event type (see ``_codec``);
-* ``Cursor``: the base of every stream, whose ``__anext__`` hands out the
-  next event of the current batch without creating a coroutine.
+* ``walk`` and ``walk_perf`` (``walk.c``): the record walks of ``_ring``
+  and ``_perfring``;
+* ``Layout`` (``codec.c``): a native decoder for an Event type, the twin of
+  the decoders ``_codec`` generates;
+* ``Cursor`` (``cursor.c``): the base of every stream, twin of
+  :class:`PyCursor` below, whose ``__anext__`` hands out the next event of
+  the current batch without creating a coroutine.
 
 ``AIORINGBUF_PURE=1`` in the environment forces the pure-Python path (the
 test suite runs once each way); :data:`IMPLEMENTATION` says which is in use.

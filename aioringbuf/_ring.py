@@ -54,7 +54,7 @@ Decode = Callable[[Any, int, int], Any]
 class WalkResult(NamedTuple):
     """Where a walk stopped and what it saw on the way.
 
-    A plain tuple, so that the C walk (aioringbuf/_fastring.c) can return
+    A plain tuple, so that the C walk (aioringbuf/_c/walk.c) can return
     the same thing; the perf ring walk uses the same shape (``busy`` and
     ``discarded`` stay 0 there, ``lost`` stays 0 here).
     """

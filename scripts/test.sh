@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed), rebuild the BPF objects, lint, and run every test
 # against the real kernel on asyncio, uvloop and trio: once on the C hot
-# path (aioringbuf/_fastring.c, which must have been built) and once on the
+# path (aioringbuf/_c/, which must have been built) and once on the
 # pure-Python fallback, which must behave the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
