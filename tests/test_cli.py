@@ -19,7 +19,7 @@ import time
 import uuid
 
 import pytest
-from kernelstate import exec_links
+from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -273,15 +273,18 @@ def test_usage_errors_and_help() -> None:
 def test_signals_leave_nothing_attached(kernel, sig) -> None:
     with Cli() as cli:
         cli.wait_ready()
-        assert exec_links()  # attached while tracing
+        links = exec_links(cli.proc.pid)  # what this CLI attached, by id
+        assert len(links) == len(EXEC_PROGRAMS)
         status, _, err = cli.stop(sig)
     assert status == 0, err
-    assert exec_links() == []
+    assert live_links(links) == set()
 
 
 def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
     with Cli() as cli:
         cli.wait_ready()
+        links = exec_links(cli.proc.pid)
+        assert len(links) == len(EXEC_PROGRAMS)
         cli.proc.send_signal(signal.SIGINT)
         cli.proc.send_signal(signal.SIGINT)
         started = time.monotonic()
@@ -289,7 +292,7 @@ def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
     assert time.monotonic() - started < 5
     assert status == 0, err
     assert "Traceback" not in err
-    assert exec_links() == []
+    assert live_links(links) == set()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="builds exception groups")
