@@ -102,21 +102,27 @@ async def test_argv_filename_and_ids_arrive_exactly(kernel, anyio_backend, long_
     assert ev.ts_ns <= time.monotonic_ns()
 
 
-async def test_argv_beyond_the_limits_is_cut_and_flagged(kernel, anyio_backend) -> None:
+async def test_argv_beyond_the_limits_is_cut_and_flagged(kernel, anyio_backend, tmp_path):
     mark = marker()
-    many = [TRUE, mark] + [str(i) for i in range(200)]  # more than 128 strings
+    many = [TRUE, mark] + [str(i) for i in range(200)]  # many strings: all fit in 4 KiB
     huge = [TRUE, mark, "x" * 5000, "after"]  # more than 4 KiB
+    missing = str(tmp_path / "missing")
+    failing = [missing, mark] + [str(i) for i in range(200)]  # read from the caller: 128
     async with exec_events() as events:
         p1, p2 = spawn(many), spawn(huge)
-        got = {e.pid: e for e in await collect(events, lambda e: mark in e.argv, 2)}
-        await wait(p1), await wait(p2)
+        p3 = python(f"import os; os.execv({missing!r}, {failing!r})")
+        got = {e.pid: e for e in await collect(events, lambda e: mark in e.argv, 3)}
+        await wait(p1), await wait(p2), await wait(p3)
     ev = got[p1.pid]
-    assert ev.args_truncated and ev.argv == many[:128]
+    assert not ev.args_truncated and ev.argv == many and ev.argc == len(many)
     ev = got[p2.pid]
-    assert ev.args_truncated and ev.argv[:2] == huge[:2]
+    assert ev.args_truncated and ev.argv[:2] == huge[:2] and ev.argc == 4
     assert len(ev.argv) == 3 and huge[2].startswith(ev.argv[2])
     assert sum(len(a) + 1 for a in ev.argv) == 4096  # the whole budget, NULs included
     assert ev.ret == 0
+    ev = got[p3.pid]
+    assert ev.ret == -errno.ENOENT and ev.filename == missing
+    assert ev.args_truncated and ev.argv == failing[:128] and ev.argc == 128
 
 
 async def test_failed_execs_carry_the_negative_errno(kernel, anyio_backend, tmp_path) -> None:
@@ -195,14 +201,18 @@ async def test_execveat_fexecve_and_exec_from_a_thread(kernel, anyio_backend) ->
         threaded, tid = await run_python(THREAD_EXEC, mark)
         got = {e.pid: e for e in await collect(events, lambda e: mark in e.argv[1:2], 3)}
 
+    # The kernel's name for a file relative to a dirfd, and for the fd itself.
     ev = got[at.pid]
-    assert (ev.syscall, ev.dirfd, ev.at_flags, ev.filename) == ("execveat", at_fd, 0, "true")
+    assert (ev.syscall, ev.dirfd, ev.at_flags, ev.filename) == (
+        "execveat", at_fd, 0, f"/dev/fd/{at_fd}/true")
     assert ev.argv == ["true", mark] and ev.ret == 0 and ev.tid == at.pid
 
     ev = got[fexec.pid]
     assert (ev.syscall, ev.dirfd, ev.at_flags, ev.filename) == (
-        "execveat", fexec_fd, AT_EMPTY_PATH, "")
+        "execveat", fexec_fd, AT_EMPTY_PATH, f"/dev/fd/{fexec_fd}")
     assert ev.argv == ["true", mark] and ev.ret == 0
+    st = os.stat(TRUE)
+    assert (ev.ino, ev.dev, ev.deleted, ev.memfd) == (st.st_ino, st.st_dev, False, False)
 
     # A non-main thread exec'd: it becomes the process (pid) but entered as `tid`.
     ev = got[threaded.pid]
@@ -359,13 +369,15 @@ def test_bad_options_fail_at_the_call() -> None:
         exec_events(overflow="drop_everything")  # type: ignore[arg-type]
 
 
-def record(fn: bytes, args: list[bytes], *, argc: int | None = None, flags: int = 0) -> bytes:
+def record(fn: bytes, args: list[bytes], *, argc: int | None = None, flags: int = 0,
+           ret: int = -2, kind: int = 1, loginuid: int = 0xFFFFFFFF) -> bytes:
     """A record as exec.bpf.c writes it (for the decoder's unit tests)."""
     from aioringbuf._exec import _HEADER
 
     blob = b"".join(a + b"\0" for a in args)
-    header = _HEADER.pack(1, 2, 3, 4, 5, 6, 7, -2, -100, 0, len(fn), len(blob),
-                          len(args) if argc is None else argc, flags, b"comm\0")
+    header = _HEADER.pack(kind, flags, 1, 2, 99, (8 << 20) | 1, 10, 11, 3, 4, 5, 6, 7, loginuid,
+                          ret, -100, 0, len(args) if argc is None else argc, len(fn), len(blob),
+                          b"comm\0", b"parent\0")
     return header + fn + blob
 
 
@@ -375,6 +387,15 @@ def test_decoder_round_trip_and_size_checks() -> None:
                                                                                    6, 7)
     assert (ev.ret, ev.comm, ev.filename, ev.argv) == (-2, "comm", "/bin/x", ["x", "", "\udcff"])
     assert ev.args_truncated and not ev.filename_truncated
+    assert (ev.pcomm, ev.loginuid, ev.mntns, ev.pidns, ev.ino) == ("parent", None, 10, 11, 99)
+    assert ev.dev == os.makedev(8, 1) and ev.argc == 3
+    assert not (ev.compat or ev.memfd or ev.deleted) and ev.entry_seen
+    flags = 8 | 16 | 32 | 64
+    ev = aioringbuf.decode(ExecEvent, record(b"memfd:x\0", [b"a"], argc=7, flags=flags, ret=0,
+                                             loginuid=1000))
+    assert ev.compat and ev.deleted and ev.memfd and not ev.entry_seen
+    assert ev.argc == 7 and ev.args_truncated  # a success keeps fewer than argc: cut
+    assert ev.loginuid == 1000
     empty = aioringbuf.decode(ExecEvent, record(b"", []))
     assert (empty.filename, empty.argv) == ("", [])
     with pytest.raises(aioringbuf.RecordSizeError):
@@ -383,3 +404,9 @@ def test_decoder_round_trip_and_size_checks() -> None:
         aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"]) + b"\0")
     with pytest.raises(aioringbuf.DecodeError):
         aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"], argc=2))
+    with pytest.raises(aioringbuf.DecodeError, match="kind"):
+        aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"], kind=2))
+    bad = bytearray(record(b"/bin/x\0", [b"x"], ret=0))
+    bad[-1] = ord("y")  # the argv area does not end with a NUL
+    with pytest.raises(aioringbuf.DecodeError):
+        aioringbuf.decode(ExecEvent, bytes(bad))
