@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from cgroups import spawn_in
 from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 
 import aioringbuf
@@ -227,10 +228,11 @@ BURST_WORKERS = 4
 BURST_EACH = 500
 
 
-def start_burst(mark: str) -> list[subprocess.Popen]:
-    """4 shells each exec'ing `/bin/true <mark>` 500 times, as fast as they can."""
+def start_burst(mark: str, cgroup: pathlib.Path | None = None) -> list[subprocess.Popen]:
+    """4 shells each exec'ing `/bin/true <mark>` 500 times, as fast as they can
+    (in ``cgroup``, if given)."""
     loop = f'for i in $(seq {BURST_EACH}); do {TRUE} {mark}; done'
-    return [spawn(["/bin/sh", "-c", loop]) for _ in range(BURST_WORKERS)]
+    return [spawn_in(cgroup, ["/bin/sh", "-c", loop]) for _ in range(BURST_WORKERS)]
 
 
 def is_burst(mark: str) -> Callable[[ExecEvent], bool]:
@@ -271,27 +273,33 @@ async def test_a_burst_of_2000_execs_arrives_or_is_counted(kernel, anyio_backend
     assert len({e.pid for e in got}) == len(got)  # each exec is its own process
 
 
-async def test_a_ring_too_small_for_the_burst_counts_what_it_loses(kernel, anyio_backend):
+async def test_a_ring_too_small_for_the_burst_counts_what_it_loses(kernel, anyio_backend,
+                                                                   cgroup_root):
     """Nothing reads during the burst: the 16 KiB ring keeps ~130 records and the
-    BPF side counts every other one as a kernel drop."""
+    BPF side counts every other one as a kernel drop. The burst runs in a
+    cgroup of its own, filtered in the kernel, so the count is exact even
+    on a machine where other processes exec meanwhile."""
     mark = marker()
     want = is_burst(mark)
-    async with exec_events(ring_size=16384) as events:
-        workers = start_burst(mark)
+    async with exec_events(ring_size=16384, cgroup=cgroup_root) as events:
+        workers = start_burst(mark, cgroup_root)
         for p in workers:
             assert await wait(p) == 0
         got = []
         with anyio.move_on_after(0.5):
             async for ev in events:
-                if want(ev):
-                    got.append(ev)
+                got.append(ev)
         st = events.stats()
-    missing = BURST_WORKERS * BURST_EACH - len(got)
-    print(f"small ring: {len(got)} delivered, {st.kernel_drops} kernel drops")
-    assert 0 < len(got) < 200 and missing > 0
-    # Every missing one is counted; the rest of the count are other
-    # processes' execs on this shared machine.
-    assert missing <= st.kernel_drops
+    ours = [e for e in got if want(e)]
+    # the rest: each worker's own exec of sh and of seq, all in the cgroup
+    assert {e.comm for e in got if not want(e)} <= {"sh", "seq"}
+    attempts = BURST_WORKERS * (BURST_EACH + 2)
+    print(f"small ring: {len(ours)} of ours delivered, {st.kernel_drops} kernel drops, "
+          f"{attempts} attempts")
+    assert 0 < len(ours) < 200
+    # Every attempt in the cgroup is delivered or counted, exactly.
+    assert st.delivered == len(got)
+    assert st.delivered + st.kernel_drops == attempts
     assert st.queue_drops == 0
     assert events.enter_drops() == 0  # the in-flight table was never full
 
