@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ._cgroup import cgroup_of
 from ._errors import AioRingBufError, NotPrivilegedError
 from ._exec import (
     DEFAULT_RING_SIZE,
@@ -107,6 +108,15 @@ def _uid(text: str) -> int:
         raise argparse.ArgumentTypeError(f"no such user: {text}") from None
 
 
+def _cgroup(text: str) -> str:
+    """A cgroup v2 directory, checked now so that a typo is a usage error."""
+    try:
+        cgroup_of(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _regex(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
@@ -154,6 +164,9 @@ def add_exec_command(sub: Any) -> None:
                    help="only execs where REGEX is found (re.search) in the command name "
                         "(PCOMM), the last component of the file name, or argv[0]")
     p.add_argument("--failed", action="store_true", help="only failed execs (RET < 0)")
+    p.add_argument("--cgroup", type=_cgroup, metavar="PATH",
+                   help="only execs in this cgroup v2 and below it (a directory, or the path "
+                        "as /proc/PID/cgroup shows it)")
     p.add_argument("--duration", type=_positive_float, metavar="SECONDS",
                    help="stop after SECONDS")
     p.add_argument("--backend", choices=sorted(BACKENDS), default="asyncio",
@@ -256,7 +269,11 @@ async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
     fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
     out = sys.stdout
     try:
-        events = exec_events(ring_size=args.ring_size)
+        # In the kernel where it can be (what they leave out never enters the
+        # ring, nor the summary's counts); ExecFilter checks them again.
+        uids = set(args.uid or ())
+        events = exec_events(ring_size=args.ring_size, failed=args.failed, cgroup=args.cgroup,
+                             uid=uids.pop() if len(uids) == 1 else None)
         async with events:
             try:
                 _announce(args, out)

@@ -19,6 +19,7 @@ import time
 import uuid
 
 import pytest
+from cgroups import spawn_in
 from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
 
@@ -175,7 +176,30 @@ def test_uid_filter(kernel) -> None:
     (ev,) = [e for e in events if mark in e["argv"]]
     assert ev["argv"] == [TRUE, mark, "nobody"] and ev["pid"] == nobody.pid
     assert ev["gid"] == 65534
-    assert summary(err)[1] == len(events)
+    delivered, shown, _, _ = summary(err)
+    # filtered in the kernel: nothing else entered the ring or the counts
+    assert delivered == shown == len(events)
+
+
+def test_cgroup_filter_in_the_kernel(kernel, cgroup_root) -> None:
+    mark = marker()
+    inner = cgroup_root / "svc"
+    inner.mkdir()
+    with Cli("--json", "--cgroup", str(cgroup_root)) as cli:
+        cli.wait_ready()
+        run([TRUE, mark, "outside"])
+        inside = spawn_in(inner, [TRUE, mark, "inside"])
+        inside.wait(timeout=20)
+        status, out, err = cli.stop()
+    assert status == 0, err
+    (ev,) = json_events(out)  # the only exec in that cgroup
+    assert ev["argv"] == [TRUE, mark, "inside"] and ev["pid"] == inside.pid
+    assert ev["cgroup"] == "/" + str(inner.relative_to(cgroup_root.parent))
+    assert summary(err)[:2] == (1, 1)
+    bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--cgroup",
+                          str(cgroup_root / "missing")], capture_output=True, text=True,
+                         env=env(), timeout=60)
+    assert bad.returncode == 2 and "not a cgroup v2 directory" in bad.stderr
 
 
 def test_name_filter_matches_the_program_name(kernel, tmp_path) -> None:
@@ -207,7 +231,8 @@ def test_failed_filter_shows_only_failures(kernel, tmp_path) -> None:
     assert body and all(int(line.split()[4]) < 0 for line in body)
     (row,) = rows(out, mark)
     assert row[1:] == ["sh", str(proc.pid), str(os.getpid()), "-2", str(missing)]
-    assert summary(err)[1] == len(body)
+    delivered, shown, _, _ = summary(err)
+    assert delivered == shown == len(body)  # no success entered the ring
 
 
 def test_duration_ends_the_trace_by_itself(kernel) -> None:
