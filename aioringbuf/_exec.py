@@ -26,20 +26,21 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
 
 from . import _syscall
 from ._cgroup import CgroupPaths, cgroup_of
-from ._codec import Event
+from ._codec import S32, U32, U64, CStr, Event
 from ._elf import check_ring_size
 from ._errors import AioRingBufError, DecodeError, RecordSizeError
 from ._loader import BpfObject, load
 from ._rodata import set_rodata
 from ._stats import StreamStats
 from ._stream import Overflow, RingBuffer
+from ._union import tagged
 
 EXEC_OBJECT = pathlib.Path(__file__).resolve().parent / "_bpf" / "exec.bpf.o"
 DEFAULT_RING_SIZE = 8 << 20  # as declared in exec.bpf.c
@@ -49,7 +50,9 @@ AT_FDCWD = -100
 _HEADER = struct.Struct("<IIQQQIIIIIIIIIiiIIHH16s16s")
 HEADER_SIZE = _HEADER.size
 assert HEADER_SIZE == 120
-KIND_EXEC = 1  # the record's leading tag
+KIND_EXEC = 1  # the records' leading tags
+KIND_EXIT = 2
+_EXIT_F_SINCE_EXEC = 1
 _F_ARGS_TRUNCATED = 1
 _F_FILENAME_TRUNCATED = 2
 _F_EXECVEAT = 4
@@ -122,6 +125,8 @@ class ExecEvent(Event):
     (``s.encode("utf-8", "surrogateescape")``), but cannot be JSON-encoded
     as they are.
     """
+
+    __aioringbuf_tag__: ClassVar[int] = KIND_EXEC
 
     ts_ns: int
     pid: int
@@ -230,6 +235,44 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
     )
 
 
+class ExitEvent(Event):
+    """A process's end (its thread-group leader's exit), from sched_process_exit.
+
+    ``exit_code`` is the status it gave ``exit()`` (0..255) and ``signal``
+    the signal that killed it (0 if none), as ``os.WEXITSTATUS`` and
+    ``os.WTERMSIG`` would tell its parent. ``duration_ns`` runs from its last
+    exec (``since_exec``), or from its start if no exec was seen (a forked
+    child that never exec'd, or one exec'd before tracing started).
+    ``comm`` is its name, ``uid`` its real uid, ``ts_ns`` CLOCK_MONOTONIC.
+    """
+
+    __aioringbuf_tag__: ClassVar[int] = KIND_EXIT
+
+    kind: U32
+    flags: U32
+    ts_ns: U64
+    cgroup_id: U64
+    duration_ns: U64
+    pid: U32
+    ppid: U32
+    uid: U32
+    exit_code: S32
+    signal: U32
+    comm: CStr[16]
+
+    @property
+    def since_exec(self) -> bool:
+        return bool(self.flags & _EXIT_F_SINCE_EXEC)
+
+    @property
+    def wall_time_ns(self) -> int:
+        """``ts_ns`` as nanoseconds since the Unix epoch (CLOCK_REALTIME)."""
+        return self.ts_ns + _REALTIME_OFFSET_NS
+
+
+_EXEC_OR_EXIT = tagged(ExecEvent, ExitEvent)
+
+
 @dataclass(frozen=True)
 class ExecFilter:
     """Which exec events to keep; an empty filter keeps everything.
@@ -299,10 +342,14 @@ class ExecEvents:
         uid: int | None = None,
         cgroup: str | os.PathLike[str] | None = None,
         failed: bool = False,
+        exits: bool = False,
     ) -> None:
         # Fail at the call, not after loading programs into the kernel.
         check_ring_size(ring_size, "exec_events ring_size")
         self._rodata = _filters(uid, cgroup, failed)
+        if exits:
+            self._rodata["want_exits"] = b"\1"
+        self._event_type: type = _EXEC_OR_EXIT if exits else ExecEvent
         if overflow not in ("block", "drop_oldest", "drop_newest"):
             raise ValueError(f"overflow must be 'block', 'drop_oldest' or 'drop_newest', "
                              f"not {overflow!r}")
@@ -340,7 +387,7 @@ class ExecEvents:
         try:
             if self._closed:  # aclose() from another task while we loaded
                 raise anyio.ClosedResourceError
-            stream = obj.ring_buffer("events", ExecEvent, **self._options)
+            stream = obj.ring_buffer("events", self._event_type, **self._options)
         except BaseException:
             obj.close()
             raise
@@ -495,6 +542,7 @@ def exec_events(
     uid: int | None = None,
     cgroup: str | os.PathLike[str] | None = None,
     failed: bool = False,
+    exits: bool = False,
 ) -> ExecEvents:
     """Every exec attempt on this machine as an :class:`ExecEvent` stream.
 
@@ -507,6 +555,8 @@ def exec_events(
     /proc/PID/cgroup shows it: that cgroup and everything below it) and
     ``failed=True`` (only failed attempts) filter in the kernel: what they
     leave out never enters the ring, and stats() counts only what matched.
+    ``exits=True`` also yields an :class:`ExitEvent` when a process ends
+    (both kinds share the ring; ``failed`` does not apply to exits).
     Examples::
 
         async for ev in exec_events():
@@ -527,4 +577,5 @@ def exec_events(
         uid=uid,
         cgroup=cgroup,
         failed=failed,
+        exits=exits,
     )

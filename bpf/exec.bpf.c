@@ -49,6 +49,8 @@
 #define EXEC_INFLIGHT_MAX 10240
 
 #define EXEC_KIND_EXEC 1 /* the leading tag of every exec record */
+#define EXEC_KIND_EXIT 2 /* ... and of every exit record (struct exit_event) */
+#define EXIT_F_SINCE_EXEC 1 /* duration_ns counts from its exec, not its start */
 
 #define EXEC_F_ARGS_TRUNCATED 1     /* argv had more than was kept */
 #define EXEC_F_FILENAME_TRUNCATED 2 /* name longer than PATH_MAX (exec fails) */
@@ -101,6 +103,24 @@ _Static_assert(sizeof(struct exec_event) + EXEC_FILENAME_MAX + 2 * EXEC_ARGS_MAX
 		       EXEC_BUF_SIZE,
 	       "exec_buf must hold the verifier's worst case");
 
+/* A thread-group leader's exit; aioringbuf/_exec.py mirrors it
+ * ("<IIQQQIIIiI16s"). */
+struct exit_event {
+	__u32 kind;        /* EXEC_KIND_EXIT */
+	__u32 flags;       /* EXIT_F_* */
+	__u64 ts_ns;       /* bpf_ktime_get_ns() at sched_process_exit */
+	__u64 cgroup_id;
+	__u64 duration_ns; /* since its exec (EXIT_F_SINCE_EXEC) or its start */
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__s32 exit_code;   /* the status exit() was given, 0..255 */
+	__u32 signal;      /* the signal that ended it, 0 if none */
+	char comm[16];
+};
+
+_Static_assert(sizeof(struct exit_event) == 72, "mirrored in aioringbuf/_exec.py");
+
 /* What a syscall entry parks for its exit or for sched_process_exec. */
 struct exec_start {
 	__u64 filename; /* the caller's pointers, read only if the exec fails */
@@ -116,6 +136,7 @@ const volatile __u32 filter_uid = AUDIT_UID_UNSET; /* real uid; -1: any */
 const volatile __u64 filter_cgroup_id = 0;         /* 0: any */
 const volatile __u32 filter_cgroup_level = 0;      /* its depth below the root */
 const volatile __u8 filter_failed = 0;             /* only failed attempts */
+const volatile __u8 want_exits = 0;                /* also report exits */
 
 /* 8 MiB: about 40,000 typical records, so a burst of execs waits for a busy
  * consumer instead of being dropped. exec_events(ring_size=...) changes it. */
@@ -136,6 +157,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exec_buf);
 } scratch SEC(".maps");
+
+/* When each process last exec'd (tgid -> ns), for the exit's duration.
+ * LRU: a process that never exits here (or was missed) ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_time SEC(".maps");
 
 /* Entries that could not be parked because `inflight` was full. */
 struct {
@@ -298,6 +328,12 @@ int BPF_PROG(on_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 		dirfd = s->dirfd;
 		at_flags = s->at_flags;
 		bpf_map_delete_elem(&inflight, &old_tid); /* reported here, not at exit */
+	}
+	if (want_exits) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		__u64 now = bpf_ktime_get_ns();
+
+		bpf_map_update_elem(&exec_time, &tgid, &now, BPF_ANY);
 	}
 	if (filter_failed || !wanted())
 		return 0;
@@ -498,6 +534,44 @@ int BPF_PROG(on_compat_exit, struct pt_regs *regs, long ret)
 	if (!in_compat_syscall_())
 		return 0;
 	return on_exit(ret);
+}
+
+/* ---- exits: thread-group leaders, at sched_process_exit ----------------- */
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_process_exit, struct task_struct *p)
+{
+	__u32 tgid = p->tgid;
+	struct exit_event e = {};
+	__u64 *exec_ns;
+	int code;
+
+	if (!want_exits || p->pid != p->tgid)
+		return 0;
+	exec_ns = bpf_map_lookup_elem(&exec_time, &tgid);
+	e.ts_ns = bpf_ktime_get_ns();
+	if (exec_ns) {
+		e.duration_ns = e.ts_ns - *exec_ns;
+		e.flags = EXIT_F_SINCE_EXEC;
+		bpf_map_delete_elem(&exec_time, &tgid);
+	} else {
+		e.duration_ns = e.ts_ns - p->start_time;
+	}
+	/* Filters after forgetting the exec time: the map must not fill up.
+	 * failed= is about exec attempts: it leaves exits alone. */
+	if (!wanted())
+		return 0;
+	code = p->exit_code;
+	e.kind = EXEC_KIND_EXIT;
+	e.cgroup_id = bpf_get_current_cgroup_id();
+	e.pid = tgid;
+	e.ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e.uid = (__u32)bpf_get_current_uid_gid();
+	e.exit_code = (code >> 8) & 0xff;
+	e.signal = code & 0x7f;
+	bpf_get_current_comm(e.comm, sizeof(e.comm));
+	AIORINGBUF_OUTPUT(events, &e, sizeof(e), 0);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 # The programs of bpf/exec.bpf.c, to tell its links from other objects'.
 EXEC_PROGRAMS = frozenset({"on_execve_enter", "on_execveat_enter", "on_compat_enter",
                            "on_process_exec", "on_execve_exit", "on_execveat_exit",
-                           "on_compat_exit"})
+                           "on_compat_exit", "on_process_exit"})
 
 
 def _bpftool(*args: str) -> list[dict] | dict:

@@ -340,3 +340,29 @@ def test_an_interrupt_inside_a_task_group_exits_quietly(monkeypatch) -> None:
     monkeypatch.setattr(_cli, "run_exec", broken)
     with pytest.raises(group):  # a real error is never swallowed
         _cli.main(["exec"])
+
+
+def test_exits_show_code_signal_and_time(kernel, cgroup_root) -> None:
+    group = cgroup_root / "exits"
+    group.mkdir()
+    with Cli("--exits", "--cgroup", str(group)) as cli:
+        cli.wait_ready()
+        code = spawn_in(group, ["/bin/sh", "-c", "exit 7"])
+        code.wait(timeout=20)
+        with Cli("--json", "--exits", "--cgroup", str(group)) as js:
+            js.wait_ready()
+            killed = spawn_in(group, ["/bin/sleep", "30"])
+            time.sleep(0.2)
+            killed.kill()
+            killed.wait(timeout=20)
+            _, jout, _ = js.stop()
+        status, out, err = cli.stop()
+    assert status == 0, err
+    (row,) = [r for r in out.splitlines() if r.split()[2:3] == [str(code.pid)] and "[" in r]
+    assert row.split()[1:5] == ["sh", str(code.pid), str(os.getpid()), "7"]
+    assert re.search(r"\[exit 7, \d+\.\d{3} s after its exec\]$", row)
+    killed_row = [r for r in out.splitlines() if str(killed.pid) in r and "[SIGKILL" in r]
+    assert len(killed_row) == 1
+    (ev,) = [e for e in json_events(jout) if e.get("event") == "exit"]
+    assert (ev["pid"], ev["signal"], ev["exit_code"], ev["comm"]) == (killed.pid, 9, 0, "sleep")
+    assert ev["since_exec"] and ev["duration_ns"] > 0

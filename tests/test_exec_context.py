@@ -11,6 +11,7 @@ import errno
 import os
 import pathlib
 import subprocess
+import sys
 
 import anyio
 import pytest
@@ -19,7 +20,7 @@ from privileges import AS_NOBODY
 from test_exec import TRUE, collect, marker, wait
 
 from aioringbuf._cgroup import CgroupPaths, cgroup_of, container_id
-from aioringbuf._exec import exec_events
+from aioringbuf._exec import ExecEvent, ExitEvent, exec_events
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +205,50 @@ def test_bad_filters_fail_at_the_call() -> None:
         exec_events(uid=-1)
     with pytest.raises(FileNotFoundError, match="cgroup"):
         exec_events(cgroup="/no-such-cgroup-aiorb")
+
+
+# -- exits on the same ring ---------------------------------------------------
+
+
+async def test_exits_arrive_after_their_exec_with_code_and_signal(kernel, anyio_backend,
+                                                                   cgroup_root) -> None:
+    group = cgroup_root / "exits"
+    group.mkdir()
+    async with exec_events(exits=True, cgroup=group) as events:
+        code3 = spawn_in(group, ["/bin/sh", "-c", "exit 3"])
+        killed = spawn_in(group, ["/bin/sleep", "30"])
+        fork = "import os\nif os.fork() == 0: os._exit(5)\nos.wait()"
+        forked = spawn_in(group, [sys.executable, "-c", fork])
+        got: list = []
+
+        async def read() -> None:
+            async for ev in events:
+                got.append(ev)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            assert await wait(code3) == 3 and await wait(forked) == 0
+            with anyio.fail_after(10):
+                while not any(isinstance(e, ExecEvent) and e.pid == killed.pid for e in got):
+                    await anyio.sleep(0.01)
+            killed.kill()
+            assert await wait(killed) == -9
+            with anyio.fail_after(10):
+                while sum(isinstance(e, ExitEvent) for e in got) < 4:  # 3 children + 1 fork
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.2)
+            tg.cancel_scope.cancel()
+    exits = {e.pid: e for e in got if isinstance(e, ExitEvent)}
+    execs = {e.pid: i for i, e in enumerate(got) if isinstance(e, ExecEvent)}
+    e = exits[code3.pid]
+    assert (e.exit_code, e.signal, e.comm, e.ppid) == (3, 0, "sh", os.getpid())
+    assert e.since_exec and 0 < e.duration_ns < 10**10
+    assert got.index(e) > execs[code3.pid]  # after its exec, on the same ring
+    e = exits[killed.pid]
+    assert (e.exit_code, e.signal, e.comm) == (0, 9, "sleep")
+    (child,) = [e for pid, e in exits.items() if pid not in execs]  # forked, never exec'd
+    assert (child.exit_code, child.signal, child.ppid) == (5, 0, forked.pid)
+    assert not child.since_exec and child.duration_ns > 0
+    assert exits[forked.pid].exit_code == 0
+    assert {e.uid for e in exits.values()} == {0}
+    assert len(exits) == 4  # filtered in the kernel: no other process of the machine
