@@ -16,38 +16,54 @@ records have two).
 from __future__ import annotations
 
 import datetime
+import os
 import pathlib
 import re
 import struct
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
 
 from . import _syscall
-from ._codec import Event
+from ._cgroup import CgroupPaths, cgroup_of
+from ._codec import S32, U32, U64, CStr, Event
 from ._elf import check_ring_size
 from ._errors import AioRingBufError, DecodeError, RecordSizeError
 from ._loader import BpfObject, load
+from ._rodata import set_rodata
 from ._stats import StreamStats
 from ._stream import Overflow, RingBuffer
+from ._union import tagged
 
 EXEC_OBJECT = pathlib.Path(__file__).resolve().parent / "_bpf" / "exec.bpf.o"
 DEFAULT_RING_SIZE = 8 << 20  # as declared in exec.bpf.c
 AT_FDCWD = -100
 
-# struct exec_event in bpf/exec.bpf.c, little-endian, no padding (72 bytes).
-_HEADER = struct.Struct("<QQIIIIIiiIHHHH16s")
+# struct exec_event in bpf/exec.bpf.c, little-endian, no padding (120 bytes).
+_HEADER = struct.Struct("<IIQQQIIIIIIIIIiiIIHH16s16s")
 HEADER_SIZE = _HEADER.size
-assert HEADER_SIZE == 72
+assert HEADER_SIZE == 120
+KIND_EXEC = 1  # the records' leading tags
+KIND_EXIT = 2
+_EXIT_F_SINCE_EXEC = 1
 _F_ARGS_TRUNCATED = 1
 _F_FILENAME_TRUNCATED = 2
 _F_EXECVEAT = 4
+_F_COMPAT = 8
+_F_DELETED = 16
+_F_MEMFD = 32
+_F_NO_ENTRY = 64
+_LOGINUID_UNSET = 0xFFFFFFFF
+_MINOR_BITS = 20  # the kernel's dev_t: major << 20 | minor
+
+_cgroups = CgroupPaths()
 
 
 def _realtime_offset_ns() -> int:
@@ -72,27 +88,45 @@ def _text(raw: bytes) -> str:
 
 
 class ExecEvent(Event):
-    """One exec attempt, reported when execve()/execveat() returned.
+    """One exec attempt: a successful exec, or a failed one with its errno.
 
     ``ret`` is 0 on success or ``-errno`` (e.g. ``-errno.ENOENT``).
     ``pid`` is the process (tgid) and ``tid`` the thread that called exec:
     they differ when a thread other than the main one exec'd (after a
-    successful exec that thread *is* process ``pid``). ``comm`` is read at
-    syscall exit: the new program's name when the exec succeeded, the
-    caller's when it failed. ``uid``/``gid`` are the caller's real ids.
-    ``ts_ns`` is CLOCK_MONOTONIC at syscall exit (see :attr:`wall_time`).
+    successful exec that thread *is* process ``pid``). ``comm`` is the new
+    program's name when the exec succeeded, the caller's when it failed;
+    ``pcomm`` is the parent's. ``uid``/``gid`` are the real ids,
+    ``loginuid`` the audit login uid (None when unset). ``ts_ns`` is
+    CLOCK_MONOTONIC when the kernel reported it (see :attr:`wall_time`).
 
-    ``filename`` is the path as passed: relative to ``dirfd`` for execveat
-    (``dirfd`` is ``AT_FDCWD`` = -100 for execve), and empty for
-    ``fexecve``/``execveat(fd, "", ..., AT_EMPTY_PATH)`` (``at_flags``).
-    ``argv`` keeps at most 128 strings and 4096 bytes (NULs included);
-    ``args_truncated`` says when anything was left out.
+    A successful exec is taken from the kernel's own copy once the new
+    program is set up: ``filename`` as exec was given it (for
+    ``execveat(fd, "", AT_EMPTY_PATH)``/``fexecve`` that is ``/dev/fd/N``,
+    and ``memfd:NAME`` for a memfd, with ``memfd`` set), ``argv`` from the
+    new program's own memory (at most 4096 bytes, NULs included; ``argc``
+    is the full count), and the executed file's ``ino``/``dev`` (as
+    ``os.stat`` gives them) and ``deleted`` flag. A failed attempt's
+    ``filename``/``argv`` are read from the caller's memory (at most 128
+    strings), and ``argc`` counts what was kept. ``args_truncated`` says
+    when argv was cut.
+
+    ``syscall``, ``dirfd`` (``AT_FDCWD`` = -100 for execve) and ``at_flags``
+    come from the syscall's entry; ``entry_seen`` is False for an exec that
+    was already under way when tracing started, whose values are then the
+    defaults. ``compat`` marks a 32-bit syscall (``int $0x80``).
+
+    ``cgroup`` is the cgroup v2 path (``""`` if the cgroup is already
+    gone), ``container_id`` the docker/containerd/CRI-O/podman id found in
+    it (None outside containers); ``mntns``/``pidns`` are namespace inode
+    numbers, as in ``/proc/PID/ns/``.
 
     Strings are decoded from UTF-8 with ``surrogateescape``: names that are
     not valid UTF-8 keep their exact bytes
     (``s.encode("utf-8", "surrogateescape")``), but cannot be JSON-encoded
     as they are.
     """
+
+    __aioringbuf_tag__: ClassVar[int] = KIND_EXEC
 
     ts_ns: int
     pid: int
@@ -110,6 +144,19 @@ class ExecEvent(Event):
     dirfd: int = AT_FDCWD
     at_flags: int = 0
     filename_truncated: bool = False  # longer than PATH_MAX: the exec failed
+    argc: int = 0
+    pcomm: str = ""
+    loginuid: int | None = None
+    mntns: int = 0
+    pidns: int = 0
+    cgroup: str = ""
+    container_id: str | None = None
+    ino: int = 0
+    dev: int = 0
+    deleted: bool = False
+    memfd: bool = False
+    compat: bool = False
+    entry_seen: bool = True
 
     @property
     def wall_time_ns(self) -> int:
@@ -136,8 +183,10 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
         raise RecordSizeError(
             f"{n}-byte record is shorter than struct exec_event ({HEADER_SIZE} bytes)"
         )
-    (ts_ns, cgroup_id, pid, tid, ppid, uid, gid, ret, dirfd, at_flags,
-     fn_len, args_len, argc, flags, comm) = _HEADER.unpack_from(buf, off)
+    (kind, flags, ts_ns, cgroup_id, ino, dev, mntns, pidns, pid, tid, ppid, uid, gid, loginuid,
+     ret, dirfd, at_flags, argc, fn_len, args_len, comm, pcomm) = _HEADER.unpack_from(buf, off)
+    if kind != KIND_EXEC:
+        raise DecodeError(f"record kind {kind} is not an exec record ({KIND_EXEC})")
     if n != HEADER_SIZE + fn_len + args_len:
         raise RecordSizeError(
             f"{n}-byte record, but its header announces {HEADER_SIZE} + {fn_len} + {args_len} "
@@ -147,11 +196,12 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
     # One decode for all of argv, then split: NUL is never part of a UTF-8
     # sequence, so this equals decoding each string (and is several times faster).
     argv = rest[fn_len:].decode("utf-8", "surrogateescape").split("\0")
-    if len(argv) != argc + 1 or argv[-1]:
-        raise DecodeError(
-            f"the {args_len}-byte argv area does not hold {argc} NUL-terminated strings"
-        )
+    if argv[-1]:
+        raise DecodeError(f"the {args_len}-byte argv area does not end with a NUL")
     del argv[-1]
+    if ret < 0 and len(argv) != argc:
+        raise DecodeError(f"the {args_len}-byte argv area does not hold {argc} strings")
+    cgroup, container = _cgroups.lookup(cgroup_id)
     return ExecEvent(
         ts_ns,
         pid,
@@ -163,13 +213,64 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
         cgroup_id,
         _text(rest[:fn_len].partition(b"\0")[0]),
         argv,
-        bool(flags & _F_ARGS_TRUNCATED),
+        bool(flags & _F_ARGS_TRUNCATED) or len(argv) < argc,
         ret,
         "execveat" if flags & _F_EXECVEAT else "execve",
         dirfd,
         at_flags,
         bool(flags & _F_FILENAME_TRUNCATED),
+        argc,
+        _text(pcomm.partition(b"\0")[0]),
+        None if loginuid == _LOGINUID_UNSET else loginuid,
+        mntns,
+        pidns,
+        cgroup,
+        container,
+        ino,
+        os.makedev(dev >> _MINOR_BITS, dev & ((1 << _MINOR_BITS) - 1)) if dev else 0,
+        bool(flags & _F_DELETED),
+        bool(flags & _F_MEMFD),
+        bool(flags & _F_COMPAT),
+        not flags & _F_NO_ENTRY,
     )
+
+
+class ExitEvent(Event):
+    """A process's end (its thread-group leader's exit), from sched_process_exit.
+
+    ``exit_code`` is the status it gave ``exit()`` (0..255) and ``signal``
+    the signal that killed it (0 if none), as ``os.WEXITSTATUS`` and
+    ``os.WTERMSIG`` would tell its parent. ``duration_ns`` runs from its last
+    exec (``since_exec``), or from its start if no exec was seen (a forked
+    child that never exec'd, or one exec'd before tracing started).
+    ``comm`` is its name, ``uid`` its real uid, ``ts_ns`` CLOCK_MONOTONIC.
+    """
+
+    __aioringbuf_tag__: ClassVar[int] = KIND_EXIT
+
+    kind: U32
+    flags: U32
+    ts_ns: U64
+    cgroup_id: U64
+    duration_ns: U64
+    pid: U32
+    ppid: U32
+    uid: U32
+    exit_code: S32
+    signal: U32
+    comm: CStr[16]
+
+    @property
+    def since_exec(self) -> bool:
+        return bool(self.flags & _EXIT_F_SINCE_EXEC)
+
+    @property
+    def wall_time_ns(self) -> int:
+        """``ts_ns`` as nanoseconds since the Unix epoch (CLOCK_REALTIME)."""
+        return self.ts_ns + _REALTIME_OFFSET_NS
+
+
+_EXEC_OR_EXIT = tagged(ExecEvent, ExitEvent)
 
 
 @dataclass(frozen=True)
@@ -238,9 +339,17 @@ class ExecEvents:
         flush_interval: float | None = None,
         budget: int = 1024,
         on_decode_error: Literal["count", "raise"] = "count",
+        uid: int | None = None,
+        cgroup: str | os.PathLike[str] | None = None,
+        failed: bool = False,
+        exits: bool = False,
     ) -> None:
         # Fail at the call, not after loading programs into the kernel.
         check_ring_size(ring_size, "exec_events ring_size")
+        self._rodata = _filters(uid, cgroup, failed)
+        if exits:
+            self._rodata["want_exits"] = b"\1"
+        self._event_type: type = _EXEC_OR_EXIT if exits else ExecEvent
         if overflow not in ("block", "drop_oldest", "drop_newest"):
             raise ValueError(f"overflow must be 'block', 'drop_oldest' or 'drop_newest', "
                              f"not {overflow!r}")
@@ -266,12 +375,19 @@ class ExecEvents:
             raise anyio.ClosedResourceError
         if self._stream is not None:
             return self._stream
-        obj = load(EXEC_OBJECT, map_sizes={"events": self._ring_size})
-        await obj.__aenter__()  # closes itself if loading fails or is cancelled
+        with tempfile.TemporaryDirectory(prefix="aioringbuf-exec-") as tmp:
+            path = EXEC_OBJECT
+            if self._rodata:
+                path = pathlib.Path(tmp, EXEC_OBJECT.name)  # libbpf names maps after it
+                data = bytearray(EXEC_OBJECT.read_bytes())
+                set_rodata(data, self._rodata, str(EXEC_OBJECT))
+                path.write_bytes(data)
+            obj = load(path, map_sizes={"events": self._ring_size})
+            await obj.__aenter__()  # closes itself if loading fails or is cancelled
         try:
             if self._closed:  # aclose() from another task while we loaded
                 raise anyio.ClosedResourceError
-            stream = obj.ring_buffer("events", ExecEvent, **self._options)
+            stream = obj.ring_buffer("events", self._event_type, **self._options)
         except BaseException:
             obj.close()
             raise
@@ -398,6 +514,23 @@ class ExecEvents:
         return f"<ExecEvents ({state})>"
 
 
+def _filters(uid: int | None, cgroup: str | os.PathLike[str] | None,
+             failed: bool) -> dict[str, bytes]:
+    """exec.bpf.c's .rodata filter values for these options ({}: none)."""
+    values = {}
+    if uid is not None:
+        if not 0 <= uid < _LOGINUID_UNSET:
+            raise ValueError(f"uid must be in 0..{_LOGINUID_UNSET - 1}, not {uid}")
+        values["filter_uid"] = struct.pack("<I", uid)
+    if cgroup is not None:
+        cgroup_id, level = cgroup_of(os.fspath(cgroup))  # FileNotFoundError says why
+        values["filter_cgroup_id"] = struct.pack("<Q", cgroup_id)
+        values["filter_cgroup_level"] = struct.pack("<I", level)
+    if failed:
+        values["filter_failed"] = b"\1"
+    return values
+
+
 def exec_events(
     *,
     ring_size: int = DEFAULT_RING_SIZE,
@@ -406,13 +539,25 @@ def exec_events(
     flush_interval: float | None = None,
     budget: int = 1024,
     on_decode_error: Literal["count", "raise"] = "count",
+    uid: int | None = None,
+    cgroup: str | os.PathLike[str] | None = None,
+    failed: bool = False,
+    exits: bool = False,
 ) -> ExecEvents:
     """Every exec attempt on this machine as an :class:`ExecEvent` stream.
 
     Needs root (or CAP_BPF + CAP_PERFMON and tracefs access). ``ring_size``
     is the kernel ring in bytes (a power of two; 8 MiB holds about 60,000
     typical records); the other options are :class:`aioringbuf.RingBuffer`'s
-    (``overflow="drop_*"`` needs ``async with``). Examples::
+    (``overflow="drop_*"`` needs ``async with``).
+
+    ``uid`` (a real uid), ``cgroup`` (a cgroup v2 directory, or its path as
+    /proc/PID/cgroup shows it: that cgroup and everything below it) and
+    ``failed=True`` (only failed attempts) filter in the kernel: what they
+    leave out never enters the ring, and stats() counts only what matched.
+    ``exits=True`` also yields an :class:`ExitEvent` when a process ends
+    (both kinds share the ring; ``failed`` does not apply to exits).
+    Examples::
 
         async for ev in exec_events():
             print(ev.filename, ev.argv, ev.ret)
@@ -429,4 +574,8 @@ def exec_events(
         flush_interval=flush_interval,
         budget=budget,
         on_decode_error=on_decode_error,
+        uid=uid,
+        cgroup=cgroup,
+        failed=failed,
+        exits=exits,
     )

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from cgroups import cgroup_root  # noqa: F401 (a fixture for the exec tests)
 
 import aioringbuf
 from aioringbuf import _fast

@@ -1,55 +1,114 @@
-"""What exec.bpf.o has in the kernel right now, as bpftool sees it.
+"""Which BPF programs and links a process holds, and whether they are gone.
 
-For tests that check a process left nothing behind: compare before and
-after, looking only at the exec object's programs (other tests, or other
-tools on the machine, may have their own programs loaded meanwhile).
+Tests share the machine with other tracers (a developer's exporter, another
+test run, `aioringbuf exec` in CI's second pass), so they never look for
+"their" programs by name machine-wide. They read the ids of what one
+process holds from /proc/PID/fdinfo (the kernel writes ``prog_id:`` for a
+program fd and ``link_id:`` for a link fd), and later ask the kernel
+whether exactly those ids still exist.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
+from dataclasses import dataclass, field
 
-# The programs of bpf/exec.bpf.c (bpftool shows their full names, from BTF).
-EXEC_PROGRAMS = frozenset({"on_execve_enter", "on_execveat_enter", "on_execve_exit",
-                           "on_execveat_exit", "on_process_exec"})
+# The programs of bpf/exec.bpf.c, to tell its links from other objects'.
+EXEC_PROGRAMS = frozenset({"on_execve_enter", "on_execveat_enter", "on_compat_enter",
+                           "on_process_exec", "on_execve_exit", "on_execveat_exit",
+                           "on_compat_exit", "on_process_exit"})
 
 
-def _bpftool(*args: str) -> list[dict]:
-    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, check=True).stdout
+def _bpftool(*args: str) -> list[dict] | dict:
+    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, check=True,
+                         timeout=30).stdout
     return json.loads(out) if out.strip() else []
 
 
-def exec_programs() -> list[dict]:
-    """Loaded programs of exec.bpf.o, whoever loaded them."""
-    return [p for p in _bpftool("prog", "show") if p.get("name") in EXEC_PROGRAMS]
+@dataclass
+class Held:
+    """BPF objects one process holds through its fds."""
+
+    links: dict[int, int] = field(default_factory=dict)  # link id -> its program id
+    progs: set[int] = field(default_factory=set)  # program fds (loaded, maybe not attached)
 
 
-def exec_links() -> list[dict]:
-    """Links in the kernel whose program is one of exec.bpf.o's."""
-    ids = {p["id"] for p in exec_programs()}
-    return [link for link in _bpftool("link", "show") if link.get("prog_id") in ids]
+def held_by(pid: int) -> Held:
+    """The program and link ids in /proc/PID/fdinfo (fds closed meanwhile are skipped)."""
+    held = Held()
+    base = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(base):
+        try:
+            with open(f"{base}/{fd}") as f:
+                info = dict(line.split(":", 1) for line in f if ":" in line)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if "link_id" in info:
+            held.links[int(info["link_id"])] = int(info.get("prog_id", "0"))
+        elif "prog_id" in info:
+            held.progs.add(int(info["prog_id"]))
+    return held
 
 
-def exec_ids() -> tuple[set[int], set[int]]:
-    """(link ids, program ids) of exec.bpf.o in the kernel now."""
-    return {link["id"] for link in exec_links()}, {p["id"] for p in exec_programs()}
+def program_names(ids: set[int]) -> dict[int, str]:
+    """{program id: name} for these ids, asked of the kernel one id at a time."""
+    names = {}
+    for pid in ids:
+        try:
+            info = _bpftool("prog", "show", "id", str(pid))
+        except subprocess.CalledProcessError:
+            continue  # gone meanwhile
+        assert isinstance(info, dict)
+        names[pid] = info.get("name", "")
+    return names
+
+
+def exec_links(pid: int | None = None) -> set[int]:
+    """Ids of the exec.bpf.o links that process ``pid`` (default: this one) holds."""
+    held = held_by(os.getpid() if pid is None else pid)
+    names = program_names(set(held.links.values()))
+    return {link for link, prog in held.links.items() if names.get(prog) in EXEC_PROGRAMS}
+
+
+def live_links(ids: set[int]) -> set[int]:
+    """Which of these link ids the kernel still has."""
+    links = _bpftool("link", "show")
+    assert isinstance(links, list)
+    return ids & {link["id"] for link in links}
+
+
+def live_programs(ids: set[int]) -> set[int]:
+    """Which of these program ids the kernel still has."""
+    progs = _bpftool("prog", "show")
+    assert isinstance(progs, list)
+    return ids & {p["id"] for p in progs}
 
 
 class Attached:
-    """What exec.bpf.o put into the kernel between construction and :meth:`seen`."""
+    """What one process attached of exec.bpf.o: found by its pid, checked by id."""
 
     def __init__(self) -> None:
-        self.before = exec_ids()
+        self.links: set[int] = set()
+        self.progs: set[int] = set()
 
-    def seen(self) -> None:
-        links, progs = exec_ids()
-        self.links, self.progs = links - self.before[0], progs - self.before[1]
-        # each of exec.bpf.c's programs is loaded and attached to its tracepoint
-        n = len(EXEC_PROGRAMS)
-        assert len(self.links) >= n and len(self.progs) >= n, (self.links, self.progs)
+    def seen(self, pid: int, timeout: float = 20) -> None:
+        """Wait until ``pid`` holds each of exec.bpf.c's programs attached."""
+        deadline = time.monotonic() + timeout
+        while True:
+            held = held_by(pid)
+            names = program_names(set(held.links.values()))
+            self.links = {link for link, prog in held.links.items()
+                          if names.get(prog) in EXEC_PROGRAMS}
+            self.progs = {held.links[link] for link in self.links}
+            if {names[p] for p in self.progs} == EXEC_PROGRAMS:
+                return
+            assert time.monotonic() < deadline, f"pid {pid} never attached: {names}"
+            time.sleep(0.05)
 
     def assert_gone(self) -> None:
-        links, progs = exec_ids()
-        assert not self.links & links, "links left attached"
-        assert not self.progs & progs, "programs left loaded"
+        assert self.links, "seen() found nothing to check"
+        assert not live_links(self.links), "links left attached"
+        assert not live_programs(self.progs), "programs left loaded"

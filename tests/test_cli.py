@@ -19,7 +19,8 @@ import time
 import uuid
 
 import pytest
-from kernelstate import exec_links
+from cgroups import spawn_in
+from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -175,7 +176,30 @@ def test_uid_filter(kernel) -> None:
     (ev,) = [e for e in events if mark in e["argv"]]
     assert ev["argv"] == [TRUE, mark, "nobody"] and ev["pid"] == nobody.pid
     assert ev["gid"] == 65534
-    assert summary(err)[1] == len(events)
+    delivered, shown, _, _ = summary(err)
+    # filtered in the kernel: nothing else entered the ring or the counts
+    assert delivered == shown == len(events)
+
+
+def test_cgroup_filter_in_the_kernel(kernel, cgroup_root) -> None:
+    mark = marker()
+    inner = cgroup_root / "svc"
+    inner.mkdir()
+    with Cli("--json", "--cgroup", str(cgroup_root)) as cli:
+        cli.wait_ready()
+        run([TRUE, mark, "outside"])
+        inside = spawn_in(inner, [TRUE, mark, "inside"])
+        inside.wait(timeout=20)
+        status, out, err = cli.stop()
+    assert status == 0, err
+    (ev,) = json_events(out)  # the only exec in that cgroup
+    assert ev["argv"] == [TRUE, mark, "inside"] and ev["pid"] == inside.pid
+    assert ev["cgroup"] == "/" + str(inner.relative_to(cgroup_root.parent))
+    assert summary(err)[:2] == (1, 1)
+    bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--cgroup",
+                          str(cgroup_root / "missing")], capture_output=True, text=True,
+                         env=env(), timeout=60)
+    assert bad.returncode == 2 and "not a cgroup v2 directory" in bad.stderr
 
 
 def test_name_filter_matches_the_program_name(kernel, tmp_path) -> None:
@@ -207,7 +231,8 @@ def test_failed_filter_shows_only_failures(kernel, tmp_path) -> None:
     assert body and all(int(line.split()[4]) < 0 for line in body)
     (row,) = rows(out, mark)
     assert row[1:] == ["sh", str(proc.pid), str(os.getpid()), "-2", str(missing)]
-    assert summary(err)[1] == len(body)
+    delivered, shown, _, _ = summary(err)
+    assert delivered == shown == len(body)  # no success entered the ring
 
 
 def test_duration_ends_the_trace_by_itself(kernel) -> None:
@@ -273,15 +298,18 @@ def test_usage_errors_and_help() -> None:
 def test_signals_leave_nothing_attached(kernel, sig) -> None:
     with Cli() as cli:
         cli.wait_ready()
-        assert exec_links()  # attached while tracing
+        links = exec_links(cli.proc.pid)  # what this CLI attached, by id
+        assert len(links) == len(EXEC_PROGRAMS)
         status, _, err = cli.stop(sig)
     assert status == 0, err
-    assert exec_links() == []
+    assert live_links(links) == set()
 
 
 def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
     with Cli() as cli:
         cli.wait_ready()
+        links = exec_links(cli.proc.pid)
+        assert len(links) == len(EXEC_PROGRAMS)
         cli.proc.send_signal(signal.SIGINT)
         cli.proc.send_signal(signal.SIGINT)
         started = time.monotonic()
@@ -289,7 +317,7 @@ def test_second_ctrl_c_during_shutdown_exits_at_once(kernel) -> None:
     assert time.monotonic() - started < 5
     assert status == 0, err
     assert "Traceback" not in err
-    assert exec_links() == []
+    assert live_links(links) == set()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="builds exception groups")
@@ -312,3 +340,29 @@ def test_an_interrupt_inside_a_task_group_exits_quietly(monkeypatch) -> None:
     monkeypatch.setattr(_cli, "run_exec", broken)
     with pytest.raises(group):  # a real error is never swallowed
         _cli.main(["exec"])
+
+
+def test_exits_show_code_signal_and_time(kernel, cgroup_root) -> None:
+    group = cgroup_root / "exits"
+    group.mkdir()
+    with Cli("--exits", "--cgroup", str(group)) as cli:
+        cli.wait_ready()
+        code = spawn_in(group, ["/bin/sh", "-c", "exit 7"])
+        code.wait(timeout=20)
+        with Cli("--json", "--exits", "--cgroup", str(group)) as js:
+            js.wait_ready()
+            killed = spawn_in(group, ["/bin/sleep", "30"])
+            time.sleep(0.2)
+            killed.kill()
+            killed.wait(timeout=20)
+            _, jout, _ = js.stop()
+        status, out, err = cli.stop()
+    assert status == 0, err
+    (row,) = [r for r in out.splitlines() if r.split()[2:3] == [str(code.pid)] and "[" in r]
+    assert row.split()[1:5] == ["sh", str(code.pid), str(os.getpid()), "7"]
+    assert re.search(r"\[exit 7, \d+\.\d{3} s after its exec\]$", row)
+    killed_row = [r for r in out.splitlines() if str(killed.pid) in r and "[SIGKILL" in r]
+    assert len(killed_row) == 1
+    (ev,) = [e for e in json_events(jout) if e.get("event") == "exit"]
+    assert (ev["pid"], ev["signal"], ev["exit_code"], ev["comm"]) == (killed.pid, 9, 0, "sleep")
+    assert ev["since_exec"] and ev["duration_ns"] > 0

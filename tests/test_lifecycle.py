@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import pathlib
-import subprocess
 
 import anyio
 import pytest
+from kernelstate import held_by, live_links
 from ringgen import Rec
 
 import aioringbuf
@@ -31,18 +30,19 @@ def attached_links() -> list[str]:
     return [f for f in fds() if "anon_inode:bpf_link" in f]
 
 
-def kernel_links_of(prog_name: str) -> list[dict]:
-    """The kernel's own list of BPF links (bpftool), for links of one program."""
-    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, check=True)
-    progs = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True)
-    ids = {p["id"] for p in json.loads(progs.stdout) if p.get("name") == prog_name}
-    return [link for link in json.loads(out.stdout) if link.get("prog_id") in ids]
+def own_link_ids() -> set[int]:
+    """The ids of the BPF links this process holds (never others' on the machine)."""
+    return set(held_by(os.getpid()).links)
 
 
 async def test_close_releases_fds_mappings_and_links(bpf_objects) -> None:
+    seen: set[int] = set()
+
     async def use_once() -> None:
         async with aioringbuf.load(bpf_objects / "getpgid.bpf.o") as obj:
-            assert attached_links() and kernel_links_of("on_getpgid")  # attached now
+            links = own_link_ids()
+            assert attached_links() and live_links(links) == links != set()  # attached now
+            seen.update(links)
             async with obj.ring_buffer("events") as rb:
                 assert bpf_mappings()  # the ring is mapped while open
                 with anyio.move_on_after(0.01):
@@ -57,7 +57,7 @@ async def test_close_releases_fds_mappings_and_links(bpf_objects) -> None:
     assert fds() == before_fds
     assert bpf_mappings() == before_maps == []
     assert attached_links() == []
-    assert kernel_links_of("on_getpgid") == []
+    assert seen and live_links(seen) == set()  # each one is gone from the kernel
 
 
 async def test_links_are_detached_when_the_object_closes(bpf_objects) -> None:

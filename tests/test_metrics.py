@@ -211,7 +211,7 @@ def test_exporter_serves_exec_counters(kernel, backend: str) -> None:
     proc = start_exporter("--backend", backend)
     try:
         base = wait_serving(proc)
-        attached.seen()
+        attached.seen(proc.pid)
         before = exec_counters(base)["aioringbuf_events_delivered_total"]
         for _ in range(5):
             subprocess.run(["/bin/true"], check=True)

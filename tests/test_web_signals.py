@@ -61,7 +61,7 @@ def test_a_signal_ends_open_streams_and_leaves_nothing_attached(
     attached = Attached()
     srv = WebServer(tmp_path / "server.log")
     try:
-        attached.seen()
+        attached.seen(srv.proc.pid)
         with httpx.stream("GET", f"{srv.url}/events", timeout=TIMEOUT) as r:
             assert r.status_code == 200
             srv.proc.send_signal(sig)
@@ -83,7 +83,7 @@ def test_a_stream_stuck_on_a_stalled_client_is_cut_at_shutdown(
     srv = WebServer(tmp_path / "server.log", "--queue-size", "1000000",
                     "--shutdown-timeout", "1")
     try:
-        attached.seen()
+        attached.seen(srv.proc.pid)
         with stalled_client(srv, tmp_path):
             srv.proc.send_signal(signal.SIGINT)
             log = srv.wait(timeout=30)
@@ -103,7 +103,7 @@ def test_second_ctrl_c_during_shutdown_exits_at_once(
     srv = WebServer(tmp_path / "server.log", "--queue-size", "1000000",
                     "--shutdown-timeout", "600")
     try:
-        attached.seen()
+        attached.seen(srv.proc.pid)
         with stalled_client(srv, tmp_path):
             srv.proc.send_signal(signal.SIGINT)
             srv.wait_log("Waiting for connections to close")
@@ -138,7 +138,7 @@ def test_ctrl_c_while_clients_connect_and_read(kernel: None, tmp_path: pathlib.P
 
     threads = [threading.Thread(target=reader) for _ in range(4)]
     try:
-        attached.seen()
+        attached.seen(srv.proc.pid)
         for t in threads:
             t.start()
         started.wait(timeout=30)

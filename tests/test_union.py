@@ -1,0 +1,70 @@
+"""tagged(): several event types on one ring, told apart by a leading u32 tag."""
+
+from __future__ import annotations
+
+import struct
+from typing import ClassVar
+
+import pytest
+
+import aioringbuf
+from aioringbuf import U16, U32, U64, CStr, Event
+from aioringbuf._exec import ExecEvent, ExitEvent
+from aioringbuf._union import tagged
+
+
+class Open(Event):
+    __aioringbuf_tag__: ClassVar[int] = 1
+    kind: U32
+    fd: U32
+    path: CStr[8]
+
+
+class Close(Event):
+    __aioringbuf_tag__: ClassVar[int] = 7
+    kind: U32
+    fd: U32
+    ts: U64
+
+
+def test_each_record_decodes_as_its_tags_type() -> None:
+    both = tagged(Open, Close)
+    opened = aioringbuf.decode(both, struct.pack("<II8s", 1, 3, b"/etc\0"))
+    closed = aioringbuf.decode(both, struct.pack("<IIQ", 7, 3, 99))
+    assert opened == Open(1, 3, "/etc") and closed == Close(7, 3, 99)
+    with pytest.raises(aioringbuf.DecodeError, match=r"tag 2 is none of Open \| Close"):
+        aioringbuf.decode(both, struct.pack("<IIQ", 2, 3, 99))
+    with pytest.raises(aioringbuf.RecordSizeError):
+        aioringbuf.decode(both, b"\1\0")
+    with pytest.raises(aioringbuf.RecordSizeError):  # the member type's own size check
+        aioringbuf.decode(both, struct.pack("<II", 7, 3))
+
+
+def test_custom_decoders_mix_with_compiled_ones() -> None:
+    raw = struct.pack("<IIQQQIIIiI16s4x", 2, 1, 5, 6, 7, 8, 9, 10, 3, 0, b"sleep")
+    ev = aioringbuf.decode(tagged(ExecEvent, ExitEvent), raw)
+    assert isinstance(ev, ExitEvent) and (ev.pid, ev.exit_code, ev.comm) == (8, 3, "sleep")
+    assert ev.since_exec
+
+
+def test_tags_must_be_declared_unique_and_leading() -> None:
+    class NoTag(Event):
+        kind: U32
+
+    class Same(Event):
+        __aioringbuf_tag__: ClassVar[int] = 1
+        kind: U32
+
+    class Narrow(Event):
+        __aioringbuf_tag__: ClassVar[int] = 3
+        kind: U16
+        more: U16
+
+    with pytest.raises(aioringbuf.EventLayoutError, match="__aioringbuf_tag__"):
+        tagged(Open, NoTag)
+    with pytest.raises(aioringbuf.EventLayoutError, match="two event types declare tag 1"):
+        tagged(Open, Same)
+    with pytest.raises(aioringbuf.EventLayoutError, match="u32 tag"):
+        tagged(Open, Narrow)
+    with pytest.raises(TypeError):
+        tagged(Open)
