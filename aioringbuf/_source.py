@@ -8,8 +8,10 @@ back, and that is all a source does:
 * ``read(budget, events, starts, strict)`` decodes up to ``budget`` records
   into ``events`` (with their start positions in ``starts``, if given) and
   returns a :class:`~aioringbuf._ring.WalkResult` (or the plain tuple of the
-  C walk: the stream unpacks it by position). It hands nothing back
-  to the kernel: the records stay reserved until ``commit``.
+  C walk: the stream unpacks it by position), whose ``skipped`` counts
+  discarded records (a perf source keeps its loss reports to itself and
+  says 0). It hands nothing back to the kernel: the records stay reserved
+  until ``commit``.
 * ``commit(pos)`` hands the space up to ``pos`` (``WalkResult.pos``, or a
   start from ``starts``) of the last ``read`` back to the kernel.
 * ``fileno()`` is the one fd the event loop waits on for more.
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 from . import _syscall
 from ._fast import walk, walk_perf
 from ._perfmap import PerfRings
-from ._ring import Decode, WalkResult
+from ._ring import Decode, Stop, WalkResult
 from ._ringmap import RingMemory
 
 
@@ -159,7 +161,7 @@ class PerfSource:
             head = ring.head()
             if tail == head:
                 continue
-            pos, _, _, errors, error, lost = walk_perf(
+            pos, stop, errors, lost, error = walk_perf(
                 ring.data, ring.base, ring.size, tail, head, budget, self._decode,
                 events, starts, strict, self._exact)
             self._lost += lost
@@ -167,10 +169,10 @@ class PerfSource:
             if events or error is not None:
                 self._cur = ring
                 self._next = (i + 1) % n
-                return WalkResult(pos, False, 0, decode_errors, error)
+                return WalkResult(pos, stop, decode_errors, 0, error)
             ring.publish_tail(pos)  # only losses or bad records there: nothing to keep
         self._cur = None
-        return WalkResult(0, decode_errors=decode_errors)
+        return WalkResult(0, Stop.EMPTY, decode_errors)
 
     def commit(self, pos: int) -> None:
         if self._cur is not None:

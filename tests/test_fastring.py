@@ -184,9 +184,9 @@ def test_ring_walks_match(records, start, budget, strict, kind) -> None:
     ]:
         events: list = []
         res = walk(rot, 0, SIZE - 1, shift, shift + end, budget, dec, events, starts, strict)
-        pos, busy, discarded, errors, error, lost = res
-        results.append((events, list(starts), pos, busy, discarded, errors,
-                        None if error is None else (type(error), str(error)), lost))
+        pos, stop, errors, discarded, error = res
+        results.append((events, list(starts), pos, stop, errors, discarded,
+                        None if error is None else (type(error), str(error))))
     assert results[0] == results[1] == results[2]
 
 
@@ -237,10 +237,10 @@ def test_perf_walks_match(items, start, budget, strict, kind) -> None:
                       (fastring.walk_perf, decode or both(Fixed)[1])]:
         events: list = []
         starts: list = []
-        pos, _, _, errors, error, n_lost = walk(
+        pos, stop, errors, n_lost, error = walk(
             buf, 0, PERF, start * 8, head, budget, dec, events, starts, strict, exact)
-        results.append((events, starts, pos, errors,
-                        None if error is None else (type(error), str(error)), n_lost))
+        results.append((events, starts, pos, stop, errors, n_lost,
+                        None if error is None else (type(error), str(error))))
     assert results[0] == results[1]
 
 
