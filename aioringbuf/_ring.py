@@ -22,8 +22,9 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 
-# Native 'I' at a 4-aligned offset: one 32-bit load (see _ringmap for why
-# a single plain load is all the ordering x86-64 needs).
+# Native 'I' at a 4-aligned offset: one 32-bit load, which on x86-64 is the
+# acquire that pairs with bpf_ringbuf_commit()'s xchg(&hdr->len, ...) (see
+# _order for why, and why this pure-Python walk refuses other CPUs).
 _header = struct.Struct("I").unpack_from
 
 

@@ -14,6 +14,10 @@ back, and that is all a source does:
   until ``commit``.
 * ``commit(pos)`` hands the space up to ``pos`` (``WalkResult.pos``, or a
   start from ``starts``) of the last ``read`` back to the kernel.
+* ``quiet()``, called after ``commit`` and last before waiting on
+  ``fileno()``: a full fence, then whether there is still nothing to read.
+  When it says False, read again instead of sleeping: a record committed
+  in the meantime may have found us not yet caught up, and sent no wakeup.
 * ``fileno()`` is the one fd the event loop waits on for more.
 * ``positions()``, ``size``, ``kernel_drops()`` feed ``stats()``.
 * ``keeps_undelivered``: whether records read but never committed survive
@@ -30,7 +34,7 @@ from collections.abc import MutableSequence
 from typing import Any, Protocol
 
 from . import _syscall
-from ._fast import walk, walk_perf
+from ._fast import full_fence, walk, walk_perf
 from ._perfmap import PerfRings
 from ._ring import Decode, Stop, WalkResult
 from ._ringmap import RingMemory
@@ -45,6 +49,7 @@ class Source(Protocol):
     def read(self, budget: int, events: list[Any], starts: MutableSequence[int] | None,
              strict: bool) -> WalkResult: ...
     def commit(self, pos: int) -> None: ...
+    def quiet(self) -> bool: ...
     def positions(self) -> tuple[int, int]: ...
     def kernel_drops(self) -> int | None: ...
     def close(self) -> None: ...
@@ -89,6 +94,10 @@ class RingSource:
     def commit(self, pos: int) -> None:
         assert self._mem is not None
         self._mem.publish_consumer_pos(pos)
+
+    def quiet(self) -> bool:
+        assert self._mem is not None
+        return self._mem.quiet()
 
     def positions(self) -> tuple[int, int]:
         assert self._mem is not None
@@ -177,6 +186,14 @@ class PerfSource:
     def commit(self, pos: int) -> None:
         if self._cur is not None:
             self._cur.publish_tail(pos)
+
+    def quiet(self) -> bool:
+        """Every ring still empty after a full fence. Perf rings wake their
+        reader by count or watermark (perf_output_wakeup()), not by where it
+        stands, so this is a last look rather than a race closed."""
+        assert self._rings is not None
+        full_fence()
+        return all(r.head() == r.tail() for r in self._rings.rings)
 
     def positions(self) -> tuple[int, int]:
         assert self._rings is not None

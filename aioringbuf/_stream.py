@@ -294,8 +294,10 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                 raise error
             if stop == Stop.BUSY:
                 await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
-            else:
+            elif src.quiet():  # after the commit, last before sleeping: see _source
                 await self._wait_readable()
+            else:
+                await anyio.lowlevel.checkpoint()  # more came meanwhile: read it next
             waited = True
 
     def _retire_batch(self) -> None:
@@ -355,8 +357,10 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                     await anyio.lowlevel.checkpoint()
                 elif stop == Stop.BUSY:
                     await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
-                else:
+                elif src.quiet():  # after the commit, last before sleeping: see _source
                     await self._wait_readable()
+                else:
+                    await anyio.lowlevel.checkpoint()
         except anyio.ClosedResourceError:
             return
 

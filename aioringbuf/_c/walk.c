@@ -6,11 +6,15 @@
  * same results (as plain tuples), same errors for the same bytes. A Layout
  * decoder (codec.c) is called natively; any other decoder through Python.
  *
- * Memory ordering: the ring buffer's record header is read with an acquire
- * load, pairing with the kernel's smp_store_release() of hdr->len in
- * bpf_ringbuf_commit(). The producer and consumer positions are read and
- * written by the Python accessors (_ringmap.py, _perfmap.py), which is
- * where the x86-64 TSO assumption is documented.
+ * Memory ordering (docs/architecture.md has the whole argument): each ring
+ * buffer record header is read with a load-acquire, pairing with
+ * bpf_ringbuf_commit()'s xchg(&hdr->len, new_len) in kernel/bpf/ringbuf.c
+ * (a full barrier after the BPF program's stores into the record): once we
+ * see the BUSY bit clear, the record's bytes are there. The positions are
+ * loaded and stored by the caller with order.c's load_acquire() and
+ * store_release() (see _ringmap.py, _perfmap.py), before and after the walk.
+ * Perf record headers need no acquire of their own: data_head's acquire
+ * load covers every byte below it (perf_output_put_handle()'s smp_wmb()).
  */
 #include "fastring.h"
 
@@ -233,6 +237,7 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "ring position %llu is outside the buffer", cons);
             goto fail;
         }
+        /* Pairs with xchg(&hdr->len, new_len) in bpf_ringbuf_commit(). */
         uint32_t word = __atomic_load_n((const uint32_t *)(mem + off), __ATOMIC_ACQUIRE);
         uint32_t len = word & ~(RB_BUSY_BIT | RB_DISCARD_BIT);
         if (word & RB_BUSY_BIT) {
