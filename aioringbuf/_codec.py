@@ -22,7 +22,7 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -189,6 +189,37 @@ def decoder_for(event_type: type | None) -> Decoder:
         return custom()
     _, py, native = _compile(event_type)
     return native or py
+
+
+class Decoding(NamedTuple):
+    """What a stream needs from the codec for its event type."""
+
+    decode: Decoder
+    # The largest record ``decode`` accepts: sizeof for a fixed layout (it
+    # accepts no other size), -1 for any length (Tail[...], bytes, custom).
+    max_size: int
+
+
+def check_layout(event_type: type | None, capacity: int, overhead: int, where: str,
+                 advice: str) -> Decoding:
+    """The decoder for ``event_type``, checked to fit a ring of ``capacity`` bytes.
+
+    ``overhead`` is what the ring adds to each record (its header); a
+    layout whose smallest record cannot fit raises EventLayoutError naming
+    ``where`` and saying ``advice``. This is the one place layouts are
+    checked against rings (RingBuffer and PerfBuffer both ask here).
+    """
+    decode = decoder_for(event_type)
+    if event_type is None or hasattr(event_type, "__aioringbuf_decoder__"):
+        return Decoding(decode, -1)
+    layout = layout_of(event_type)
+    need = layout.size + overhead
+    if need > capacity:
+        raise EventLayoutError(
+            f"{event_type.__name__} needs {need} bytes per record but {where} holds only "
+            f"{capacity}: {advice}"
+        )
+    return Decoding(decode, -1 if layout.has_tail else layout.size)
 
 
 def decoders_for(event_type: type) -> tuple[Decoder, Decoder | None]:

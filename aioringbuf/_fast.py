@@ -11,7 +11,11 @@ behaviour, only faster, one C source (in ``aioringbuf/_c/``) per twin:
   the decoders ``_codec`` generates;
 * ``Cursor`` (``cursor.c``): the base of every stream, twin of
   :class:`PyCursor` below, whose ``__anext__`` hands out the next event of
-  the current batch without creating a coroutine.
+  the current batch without creating a coroutine;
+* ``load_acquire``, ``store_release``, ``full_fence`` (``order.c``): the
+  ordered accesses to the positions shared with the kernel, twins of
+  ``_order``'s, which are correct on x86-64 only: ``check_cpu()`` refuses
+  the pure-Python path on any other CPU, before a ring is mapped.
 
 ``AIORINGBUF_PURE=1`` in the environment forces the pure-Python path (the
 test suite runs once each way); :data:`IMPLEMENTATION` says which is in use.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import _order
 from ._perfring import walk_perf as _py_walk_perf
 from ._ring import walk as _py_walk
 
@@ -66,9 +71,19 @@ if _fastring is not None:
     walk_perf = _fastring.walk_perf
     Cursor: Any = _fastring.Cursor
     Layout: Any = _fastring.Layout
+    load_acquire = _fastring.load_acquire
+    store_release = _fastring.store_release
+    full_fence = _fastring.full_fence
+
+    def check_cpu() -> None:
+        """C atomics are correct on any CPU."""
 else:
     IMPLEMENTATION = "python"
     walk = _py_walk
     walk_perf = _py_walk_perf
     Cursor = PyCursor
     Layout = None
+    load_acquire = _order.load_acquire
+    store_release = _order.store_release
+    full_fence = _order.full_fence
+    check_cpu = _order.require_tso

@@ -38,9 +38,9 @@ from collections.abc import Iterable
 from typing import Literal, TypeVar
 
 from . import _syscall
-from ._codec import decoder_for, layout_of
+from ._codec import check_layout
 from ._elf import check_ring_size
-from ._errors import EventLayoutError, WrongMapTypeError
+from ._errors import WrongMapTypeError
 from ._perfring import RAW_OFFSET
 from ._source import PerfSource
 from ._stream import EventStream, Overflow, StreamOptions, claim_consumer, release_consumer
@@ -100,17 +100,8 @@ class PerfBuffer(EventStream[T]):
                 "perf_event_array; PerfBuffer needs BPF_MAP_TYPE_PERF_EVENT_ARRAY "
                 "(use RingBuffer for ring buffers)"
             )
-        decode = decoder_for(event_type)
-        exact = -1
-        if event_type is not None and not hasattr(event_type, "__aioringbuf_decoder__"):
-            layout = layout_of(event_type)
-            if layout.size + RAW_OFFSET > per_cpu_size:
-                raise EventLayoutError(
-                    f"{event_type.__name__} needs {layout.size + RAW_OFFSET} bytes per record "
-                    f"but the perf rings hold only {per_cpu_size}: use a larger per_cpu_size"
-                )
-            if not layout.has_tail:
-                exact = layout.size
+        decode, exact = check_layout(event_type, per_cpu_size, RAW_OFFSET, "each perf ring",
+                                     "use a larger per_cpu_size")
         claim_consumer(info, self._kind)
         try:
             source = PerfSource(map_fd, info.name, info.max_entries, decode, exact,

@@ -22,10 +22,10 @@ from collections.abc import Iterable
 
 from . import _syscall
 from ._errors import KernelTooOldError, NotPrivilegedError
+from ._fast import check_cpu, load_acquire, store_release
 
 PAGE_SIZE = mmap.PAGESIZE
 
-_SYS_PERF_EVENT_OPEN = 298  # x86-64
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
@@ -35,8 +35,8 @@ PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_DISABLE = 0x2401
 _ATTR_DISABLED = 1 << 0
 _ATTR_WATERMARK = 1 << 14
-_DATA_HEAD = 1024 // 8  # u64 index in the control page
-_DATA_TAIL = 1032 // 8
+_DATA_HEAD = 1024  # byte offsets in struct perf_event_mmap_page
+_DATA_TAIL = 1032
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -96,8 +96,8 @@ def perf_event_open(cpu: int, wakeup_events: int, watermark: int | None,
         attr.wakeup = watermark
     else:
         attr.wakeup = wakeup_events
-    fd = _libc.syscall(_SYS_PERF_EVENT_OPEN, ctypes.byref(attr), -1, cpu, -1,
-                       PERF_FLAG_FD_CLOEXEC)
+    fd = _libc.syscall(_syscall.syscall_number("perf_event_open"), ctypes.byref(attr),
+                       -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
         err = ctypes.get_errno()
         if err in (errno.EPERM, errno.EACCES):
@@ -118,13 +118,14 @@ def _ioctl(fd: int, request: int, what: str) -> None:
 class PerfRing:
     """One CPU's perf event: its fd, its mapping and its two position words.
 
-    Memory ordering lives here for perf rings, as in
-    :class:`aioringbuf._ringmap.RingMemory` for ring buffers: the kernel
-    publishes ``data_head`` after writing the records (smp_store_release in
-    perf_output_put_handle) and reads ``data_tail`` before reusing space.
-    On x86-64 (TSO) an aligned 8-byte plain load is an acquire and an
-    aligned 8-byte plain store is a release, which is what the memoryview
-    accessors below compile to.
+    The position words are read and written with the ordered accesses of
+    ``_fast``, pairing with the kernel's perf_output_put_handle() and
+    __perf_output_begin() (kernel/events/ring_buffer.c; the diagram above
+    perf_output_put_handle() names them A-D): ``head()`` is a load-acquire,
+    the (C) that pairs with (B), its ``smp_wmb()`` before
+    ``WRITE_ONCE(rb->user_page->data_head, head)``; ``publish_tail()`` is a
+    store-release, our (D): the records are read before the kernel, after
+    its ``READ_ONCE(rb->user_page->data_tail)`` (A), may overwrite them.
     """
 
     def __init__(self, cpu: int, size: int, wakeup_events: int, watermark: int | None,
@@ -142,21 +143,20 @@ class PerfRing:
         except BaseException:
             os.close(self.fd)
             raise
-        self._ctl = memoryview(self.data)[:PAGE_SIZE].cast("Q")
 
     def enable(self) -> None:
         _ioctl(self.fd, PERF_EVENT_IOC_ENABLE, f"enabling the perf event of CPU {self.cpu}")
 
-    # -- the TSO accessors -------------------------------------------------
+    # -- the ordered accesses ---------------------------------------------
 
     def head(self) -> int:
-        return self._ctl[_DATA_HEAD]  # acquire: plain aligned load on x86-64
+        return load_acquire(self.data, _DATA_HEAD)
 
     def tail(self) -> int:
-        return self._ctl[_DATA_TAIL]
+        return load_acquire(self.data, _DATA_TAIL)  # ours: any load would do
 
     def publish_tail(self, pos: int) -> None:
-        self._ctl[_DATA_TAIL] = pos  # release: plain aligned store on x86-64
+        store_release(self.data, _DATA_TAIL, pos)
 
     # ----------------------------------------------------------------------
 
@@ -165,7 +165,6 @@ class PerfRing:
         return int.from_bytes(os.read(self.fd, 16)[8:16], "little")
 
     def close(self) -> None:
-        self._ctl.release()
         self.data.close()
         os.close(self.fd)
 
@@ -193,6 +192,7 @@ class PerfRings:
 
     def __init__(self, map_fd: int, max_entries: int, size: int, cpus: Iterable[int] | None,
                  wakeup_events: int, watermark: int | None) -> None:
+        check_cpu()
         self.rings: list[PerfRing] = []
         self._installed: list[int] = []
         self._map_fd = os.dup(map_fd)

@@ -25,23 +25,23 @@ import struct
 from collections.abc import MutableSequence
 from typing import Any
 
-from ._errors import AioRingBufError
-from ._ring import Decode, WalkResult
+from ._ring import Decode, RingCorrupt, Stop, WalkResult
 
 PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 HEADER_SIZE = 8
 RAW_OFFSET = HEADER_SIZE + 4  # the sample starts after the u32 raw size
+LOST_SIZE = HEADER_SIZE + 16  # struct { header; u64 id; u64 lost; }
 
 _header = struct.Struct("<IHH").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 _u64 = struct.Struct("<Q").unpack_from
 
 
-class PerfRingCorrupt(AioRingBufError, RuntimeError):
-    """A perf ring header that cannot be right (size 0 or not 8-aligned).
-
-    Fatal: the consumer cannot find the next record any more.
+class PerfRingCorrupt(RingCorrupt):
+    """A perf ring header that cannot be right: size 0, not 8-aligned, past
+    ``data_head``, or too short for its type. Fatal: the consumer cannot
+    find the next record any more.
     """
 
 
@@ -67,21 +67,32 @@ def walk_perf(
 
     The same contract as :func:`aioringbuf._ring.walk` (records are copied
     out before the caller publishes ``pos`` as the new ``data_tail``),
-    plus: ``lost`` in the result sums the ``PERF_RECORD_LOST`` records
-    passed, and a sample of exactly ``padded_raw_size(exact_size)`` bytes
-    is decoded as ``exact_size`` bytes, undoing the kernel's padding for
-    fixed-size event types.
+    plus: ``skipped`` in the result sums the samples that the
+    ``PERF_RECORD_LOST`` records passed report lost, and a sample of
+    exactly ``padded_raw_size(exact_size)`` bytes is decoded as
+    ``exact_size`` bytes, undoing the kernel's padding for fixed-size event
+    types. Never stops with ``Stop.BUSY``: the kernel moves ``data_head``
+    past complete records only.
     """
     mask = size - 1
     padded = padded_raw_size(exact_size) if exact_size >= 0 else -1
     taken = decode_errors = lost = 0
-    error: BaseException | None = None
     while tail < head and taken < budget:
         off = tail & mask
         rtype, _misc, rsize = _header(data, base + off)
-        if rsize < HEADER_SIZE or rsize & 7:
+        if rsize < HEADER_SIZE or rsize & 7 or rsize > head - tail or rsize > size:
             raise PerfRingCorrupt(
                 f"perf ring record at position {tail} has size {rsize}: the ring is corrupt"
+            )
+        if rtype == PERF_RECORD_LOST and rsize < LOST_SIZE:
+            raise PerfRingCorrupt(
+                f"perf lost record at position {tail} has size {rsize}, less than "
+                f"{LOST_SIZE}: the ring is corrupt"
+            )
+        if rtype == PERF_RECORD_SAMPLE and rsize < RAW_OFFSET:
+            raise PerfRingCorrupt(
+                f"perf sample at position {tail} has size {rsize}, too short for its raw "
+                "size: the ring is corrupt"
             )
         if off + rsize <= size:
             buf, roff = data, base + off
@@ -99,7 +110,7 @@ def walk_perf(
         n = _u32(buf, roff + HEADER_SIZE)[0]
         if n > rsize - RAW_OFFSET:
             raise PerfRingCorrupt(
-                f"perf sample at position {tail - rsize} claims {n} bytes in a "
+                f"perf sample at position {start} claims {n} bytes in a "
                 f"{rsize}-byte record: the ring is corrupt"
             )
         if n == padded:
@@ -109,11 +120,10 @@ def walk_perf(
         except Exception as exc:
             decode_errors += 1
             if strict:
-                error = exc
-                break
+                return WalkResult(tail, Stop.ERROR, decode_errors, lost, exc)
             continue
         events.append(ev)
         if starts is not None:
             starts.append(start)
         taken += 1
-    return WalkResult(tail, False, 0, decode_errors, error, lost)
+    return WalkResult(tail, Stop.EMPTY if tail >= head else Stop.BUDGET, decode_errors, lost)

@@ -16,12 +16,15 @@ import struct
 from collections.abc import Callable, MutableSequence
 from typing import Any, NamedTuple
 
+from ._errors import AioRingBufError
+
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
 
-# Native 'I' at a 4-aligned offset: one 32-bit load (see _ringmap for why
-# a single plain load is all the ordering x86-64 needs).
+# Native 'I' at a 4-aligned offset: one 32-bit load, which on x86-64 is the
+# acquire that pairs with bpf_ringbuf_commit()'s xchg(&hdr->len, ...) (see
+# _order for why, and why this pure-Python walk refuses other CPUs).
 _header = struct.Struct("I").unpack_from
 
 
@@ -51,20 +54,36 @@ def record_span(length: int) -> int:
 Decode = Callable[[Any, int, int], Any]
 
 
-class WalkResult(NamedTuple):
-    """Where a walk stopped and what it saw on the way.
+class RingCorrupt(AioRingBufError, RuntimeError):
+    """A record header that cannot be right: it runs past what the kernel published.
 
-    A plain tuple, so that the C walk (aioringbuf/_c/walk.c) can return
-    the same thing; the perf ring walk uses the same shape (``busy`` and
-    ``discarded`` stay 0 there, ``lost`` stays 0 here).
+    Fatal: the consumer cannot find the next record any more.
+    """
+
+
+class Stop(enum.IntEnum):
+    """Why a walk stopped (the C walks return the same numbers as plain ints)."""
+
+    EMPTY = 0  # reached the producer position: nothing more to read now
+    BUSY = 1  # the next record is reserved but not committed yet (ring buffers only)
+    BUDGET = 2  # took ``budget`` records; more are waiting
+    ERROR = 3  # strict, and a record failed to decode: ``error`` is set
+
+
+class WalkResult(NamedTuple):
+    """Where a walk stopped, why, and what it counted on the way (deltas).
+
+    A plain tuple, so that the C walks (aioringbuf/_c/walk.c) can return
+    the same thing; callers unpack it by position.
     """
 
     pos: int  # the position after the last record consumed
-    busy: bool = False  # stopped at a BUSY record
-    discarded: int = 0
-    decode_errors: int = 0
-    error: BaseException | None = None  # set only when strict
-    lost: int = 0  # perf rings: samples the kernel reported lost
+    stop: Stop
+    decode_errors: int = 0  # records consumed that ``decode`` rejected
+    # Consumed without an event: DISCARD records (ring buffer walk), or
+    # samples the kernel reported lost in PERF_RECORD_LOST (perf ring walk).
+    skipped: int = 0
+    error: BaseException | None = None  # set only when strict (stop is ERROR)
 
 
 def walk(
@@ -82,27 +101,33 @@ def walk(
     """Decode committed records from ``cons`` up to ``prod``, at most ``budget``.
 
     Appends each decoded record to ``events`` (and, if given, the position of
-    its header to ``starts``, a list or an ``array('Q')``, so a consumer that stops
-    early can hand back
-    exactly the undelivered ones). Records are copied out by ``decode``
-    before the caller publishes the returned ``pos`` as the new consumer
-    position: after that the kernel may overwrite them. A record ``decode``
-    rejects is consumed and counted; when ``strict`` the walk stops right
-    after it and returns the error for the caller to raise in order.
+    its header to ``starts``, a list or an ``array('Q')``, so a consumer that
+    stops early can hand back exactly the undelivered ones). Records are
+    copied out by ``decode`` before the caller publishes the returned
+    ``pos`` as the new consumer position: after that the kernel may
+    overwrite them. A record ``decode`` rejects is consumed and counted;
+    when ``strict`` the walk stops right after it and returns the error for
+    the caller to raise in order. A header whose record runs past ``prod``
+    raises :class:`RingCorrupt` (the kernel moves ``producer_pos`` past
+    whole records only).
     """
     taken = discarded = decode_errors = 0
-    busy = False
-    error: BaseException | None = None
     while cons < prod and taken < budget:
         off = base + (cons & mask)
-        state, length = parse_header(_header(data, off)[0])
-        if state is HeaderState.BUSY:
+        word = _header(data, off)[0]
+        if word & BUSY_BIT:
             # Records are ordered by reservation: later ones wait for this one.
-            busy = True
-            break
+            return WalkResult(cons, Stop.BUSY, decode_errors, discarded)
+        length = word & ~(BUSY_BIT | DISCARD_BIT)
+        span = (length + HEADER_SIZE + 7) & ~7
+        if span > prod - cons:
+            raise RingCorrupt(
+                f"ring buffer record at position {cons} claims {length} bytes, past the "
+                f"producer position {prod}: the ring is corrupt"
+            )
         start = cons
-        cons += record_span(length)
-        if state is HeaderState.DISCARDED:
+        cons += span
+        if word & DISCARD_BIT:
             discarded += 1
             continue
         try:
@@ -110,11 +135,11 @@ def walk(
         except Exception as exc:
             decode_errors += 1
             if strict:
-                error = exc
-                break
+                return WalkResult(cons, Stop.ERROR, decode_errors, discarded, exc)
             continue
         events.append(ev)
         if starts is not None:
             starts.append(start)
         taken += 1
-    return WalkResult(cons, busy, discarded, decode_errors, error)
+    return WalkResult(cons, Stop.EMPTY if cons >= prod else Stop.BUDGET, decode_errors,
+                      discarded)

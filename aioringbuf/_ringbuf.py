@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal, TypeVar
 
 from . import _syscall
-from ._codec import decoder_for, layout_of
+from ._codec import check_layout
 from ._elf import check_ring_size
-from ._errors import EventLayoutError, UnsupportedMapError, WrongMapTypeError
+from ._errors import UnsupportedMapError, WrongMapTypeError
 from ._ring import HEADER_SIZE
 from ._source import RingSource
 from ._stream import EventStream, Overflow, StreamOptions, claim_consumer, release_consumer
@@ -69,14 +69,8 @@ class RingBuffer(EventStream[T]):
                 f"ring buffer {info.name!r} has map flags {info.flags:#x} aioringbuf does not know"
             )
         check_ring_size(info.max_entries)
-        decode = decoder_for(event_type)
-        if event_type is not None and not hasattr(event_type, "__aioringbuf_decoder__"):
-            need = layout_of(event_type).size + HEADER_SIZE
-            if need > info.max_entries:
-                raise EventLayoutError(
-                    f"{event_type.__name__} needs {need} bytes per record but ring buffer "
-                    f"{info.name!r} holds only {info.max_entries}: use a larger ring"
-                )
+        decode = check_layout(event_type, info.max_entries, HEADER_SIZE,
+                              f"ring buffer {info.name!r}", "use a larger ring").decode
         claim_consumer(info, self._kind)
         try:
             source = RingSource(map_fd, info.name, info.max_entries, decode, drop_counter_fd)

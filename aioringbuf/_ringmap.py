@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 
 from ._errors import NotPrivilegedError
+from ._fast import check_cpu, full_fence, load_acquire, store_release
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -17,19 +18,24 @@ PAGE_SIZE = mmap.PAGESIZE
 class RingMemory:
     """The two mappings of one ring buffer and its two position words.
 
-    Memory ordering lives here and only here. The kernel publishes
-    ``producer_pos`` with smp_store_release after writing a record header,
-    and reads ``consumer_pos`` with smp_load_acquire before reusing space.
-    On x86-64 (TSO) loads are not reordered with older loads and stores are
-    not reordered with older stores, so an aligned 8-byte plain load is an
-    acquire and an aligned 8-byte plain store is a release. memoryview
-    item access on a native 'Q' view compiles to exactly one such
-    instruction (a fixed 8-byte memcpy). Porting to a weakly ordered CPU
-    means replacing these accessors with real atomics (the C extension's
-    __atomic builtins), nothing else.
+    The position words are read and written with the ordered accesses of
+    ``_fast`` (C atomics, or the x86-64-only pure-Python twins of
+    ``_order``), each pairing with a line of kernel/bpf/ringbuf.c:
+
+    * ``producer_pos()`` is a load-acquire, pairing with
+      ``smp_store_release(&rb->producer_pos, new_prod_pos)`` in
+      ``__bpf_ringbuf_reserve()``: the record headers the walk reads next
+      are at least the BUSY headers written before it.
+    * ``publish_consumer_pos()`` is a store-release, pairing with
+      ``smp_load_acquire(&rb->consumer_pos)`` in ``__bpf_ringbuf_reserve()``:
+      the records are read (copied out) before the kernel may reuse space.
+    * ``quiet()`` is the store-then-load check before sleeping (see there).
+
+    See docs/architecture.md for the whole argument.
     """
 
     def __init__(self, fd: int, size: int) -> None:
+        check_cpu()
         self.size = size
         self.mask = size - 1
         self.base = PAGE_SIZE  # the data area's offset inside ``data``
@@ -46,25 +52,35 @@ class RingMemory:
         except BaseException:
             self._cons_map.close()
             raise
-        self._cons = memoryview(self._cons_map).cast("Q")
-        self._prod = memoryview(self.data)[:8].cast("Q")
 
-    # -- the TSO accessors -------------------------------------------------
+    # -- the ordered accesses ---------------------------------------------
 
     def consumer_pos(self) -> int:
-        return self._cons[0]
+        return load_acquire(self._cons_map, 0)  # ours: any load would do
 
     def producer_pos(self) -> int:
-        return self._prod[0]  # acquire: plain aligned load on x86-64
+        return load_acquire(self.data, 0)
 
     def publish_consumer_pos(self, pos: int) -> None:
-        self._cons[0] = pos  # release: plain aligned store on x86-64
+        store_release(self._cons_map, 0, pos)
+
+    def quiet(self) -> bool:
+        """Whether the ring is still empty, checked after ``publish_consumer_pos``.
+
+        Call it last before sleeping on the map fd. The full fence orders our
+        consumer_pos store before the producer_pos load (store-then-load, the
+        one reordering even x86-64 makes). It pairs with bpf_ringbuf_commit(),
+        which commits the header with ``xchg(&hdr->len, new_len)`` (a full
+        barrier) and then decides whether to wake us with
+        ``smp_load_acquire(&rb->consumer_pos)``: either we see its record
+        here, or it sees that we have consumed up to it and wakes us. Without
+        the fence both could miss, and the record would wait for the next one.
+        """
+        full_fence()
+        return self.producer_pos() == self.consumer_pos()
 
     # ----------------------------------------------------------------------
 
     def close(self) -> None:
-        # Views first: an mmap with exported buffers refuses to close.
-        for view in (self._cons, self._prod):
-            view.release()
         self._cons_map.close()
         self.data.close()

@@ -8,10 +8,16 @@ back, and that is all a source does:
 * ``read(budget, events, starts, strict)`` decodes up to ``budget`` records
   into ``events`` (with their start positions in ``starts``, if given) and
   returns a :class:`~aioringbuf._ring.WalkResult` (or the plain tuple of the
-  C walk: the stream unpacks it by position). It hands nothing back
-  to the kernel: the records stay reserved until ``commit``.
+  C walk: the stream unpacks it by position), whose ``skipped`` counts
+  discarded records (a perf source keeps its loss reports to itself and
+  says 0). It hands nothing back to the kernel: the records stay reserved
+  until ``commit``.
 * ``commit(pos)`` hands the space up to ``pos`` (``WalkResult.pos``, or a
   start from ``starts``) of the last ``read`` back to the kernel.
+* ``quiet()``, called after ``commit`` and last before waiting on
+  ``fileno()``: a full fence, then whether there is still nothing to read.
+  When it says False, read again instead of sleeping: a record committed
+  in the meantime may have found us not yet caught up, and sent no wakeup.
 * ``fileno()`` is the one fd the event loop waits on for more.
 * ``positions()``, ``size``, ``kernel_drops()`` feed ``stats()``.
 * ``keeps_undelivered``: whether records read but never committed survive
@@ -28,9 +34,9 @@ from collections.abc import MutableSequence
 from typing import Any, Protocol
 
 from . import _syscall
-from ._fast import walk, walk_perf
+from ._fast import full_fence, walk, walk_perf
 from ._perfmap import PerfRings
-from ._ring import Decode, WalkResult
+from ._ring import Decode, Stop, WalkResult
 from ._ringmap import RingMemory
 
 
@@ -43,6 +49,7 @@ class Source(Protocol):
     def read(self, budget: int, events: list[Any], starts: MutableSequence[int] | None,
              strict: bool) -> WalkResult: ...
     def commit(self, pos: int) -> None: ...
+    def quiet(self) -> bool: ...
     def positions(self) -> tuple[int, int]: ...
     def kernel_drops(self) -> int | None: ...
     def close(self) -> None: ...
@@ -87,6 +94,10 @@ class RingSource:
     def commit(self, pos: int) -> None:
         assert self._mem is not None
         self._mem.publish_consumer_pos(pos)
+
+    def quiet(self) -> bool:
+        assert self._mem is not None
+        return self._mem.quiet()
 
     def positions(self) -> tuple[int, int]:
         assert self._mem is not None
@@ -159,7 +170,7 @@ class PerfSource:
             head = ring.head()
             if tail == head:
                 continue
-            pos, _, _, errors, error, lost = walk_perf(
+            pos, stop, errors, lost, error = walk_perf(
                 ring.data, ring.base, ring.size, tail, head, budget, self._decode,
                 events, starts, strict, self._exact)
             self._lost += lost
@@ -167,14 +178,22 @@ class PerfSource:
             if events or error is not None:
                 self._cur = ring
                 self._next = (i + 1) % n
-                return WalkResult(pos, False, 0, decode_errors, error)
+                return WalkResult(pos, stop, decode_errors, 0, error)
             ring.publish_tail(pos)  # only losses or bad records there: nothing to keep
         self._cur = None
-        return WalkResult(0, decode_errors=decode_errors)
+        return WalkResult(0, Stop.EMPTY, decode_errors)
 
     def commit(self, pos: int) -> None:
         if self._cur is not None:
             self._cur.publish_tail(pos)
+
+    def quiet(self) -> bool:
+        """Every ring still empty after a full fence. Perf rings wake their
+        reader by count or watermark (perf_output_wakeup()), not by where it
+        stands, so this is a last look rather than a race closed."""
+        assert self._rings is not None
+        full_fence()
+        return all(r.head() == r.tail() for r in self._rings.rings)
 
     def positions(self) -> tuple[int, int]:
         assert self._rings is not None

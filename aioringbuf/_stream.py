@@ -43,6 +43,7 @@ import anyio.lowlevel
 from . import _syscall
 from ._errors import AioRingBufError, ConsumerBusyError
 from ._fast import Cursor
+from ._ring import Stop
 from ._source import Source
 from ._stats import StreamStats
 
@@ -271,7 +272,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
             src = self._source
             batch: list[Any] = []
             starts = array.array("Q")
-            pos, busy, discarded, decode_errors, error, _ = src.read(
+            pos, stop, decode_errors, discarded, error = src.read(
                 budget, batch, starts, self._strict)
             self._discarded += discarded
             self._decode_errors += decode_errors
@@ -291,10 +292,12 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
             src.commit(pos)  # skipped discards / bad records
             if error is not None:
                 raise error
-            if busy:
+            if stop == Stop.BUSY:
                 await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
-            else:
+            elif src.quiet():  # after the commit, last before sleeping: see _source
                 await self._wait_readable()
+            else:
+                await anyio.lowlevel.checkpoint()  # more came meanwhile: read it next
             waited = True
 
     def _retire_batch(self) -> None:
@@ -339,7 +342,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
             while not self._closed:
                 src = self._source
                 batch: list[Any] = []
-                pos, busy, discarded, decode_errors, error, _ = src.read(
+                pos, stop, decode_errors, discarded, error = src.read(
                     self._budget, batch, None, self._strict)
                 src.commit(pos)  # copied out: the kernel may reuse it
                 self._discarded += discarded
@@ -352,10 +355,12 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                     assert self._ready is not None
                     self._ready.set()
                     await anyio.lowlevel.checkpoint()
-                elif busy:
+                elif stop == Stop.BUSY:
                     await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
-                else:
+                elif src.quiet():  # after the commit, last before sleeping: see _source
                     await self._wait_readable()
+                else:
+                    await anyio.lowlevel.checkpoint()
         except anyio.ClosedResourceError:
             return
 

@@ -11,11 +11,37 @@ import ctypes
 import errno
 import functools
 import os
+import platform
 from dataclasses import dataclass
 
 from ._errors import KernelTooOldError, NotPrivilegedError
+from ._order import UnsupportedCPUError
 
-_SYS_BPF = 321  # x86-64; the only architecture the package is built for
+# bpf(2) and perf_event_open(2) by platform.machine(): arm64 and RISC-V use
+# the asm-generic table (include/uapi/asm-generic/unistd.h), x86-64 its own
+# (arch/x86/entry/syscalls/syscall_64.tbl).
+SYSCALL_NUMBERS = {
+    "x86_64": {"bpf": 321, "perf_event_open": 298},
+    "aarch64": {"bpf": 280, "perf_event_open": 241},
+    "riscv64": {"bpf": 280, "perf_event_open": 241},
+}
+
+
+@functools.cache
+def _sys_bpf() -> int:
+    return syscall_number("bpf")
+
+
+def syscall_number(name: str, machine: str | None = None) -> int:
+    """The number of syscall ``name`` on this CPU (or on ``machine``)."""
+    machine = machine or platform.machine()
+    try:
+        return SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        raise UnsupportedCPUError(
+            f"aioringbuf does not know the {name}(2) syscall number on {machine or 'this CPU'}; "
+            f"it knows {', '.join(SYSCALL_NUMBERS)}"
+        ) from None
 
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
@@ -137,7 +163,7 @@ class _ProgInfo(ctypes.Structure):
 
 def bpf(cmd: int, attr: _Attr, what: str) -> int:
     """Run one bpf(2) command; raise a typed error that says ``what`` failed."""
-    ret = _libc.syscall(_SYS_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    ret = _libc.syscall(_sys_bpf(), cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         err = ctypes.get_errno()
         if err in (errno.EPERM, errno.EACCES):

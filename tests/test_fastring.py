@@ -1,13 +1,12 @@
-"""The C extension against the pure-Python reference, on the same inputs.
+"""What is particular to the C extension: direct construction, remembered
+field values, the cursor's reused awaitable, and the path in use.
 
-The whole suite also runs once per path (AIORINGBUF_PURE=1); these tests
-put both side by side in one process: decoders on arbitrary bytes, the two
-record walks on rings laid out in user memory, and the stream cursor.
+The whole suite also runs once per path (AIORINGBUF_PURE=1), and
+test_parity.py compares each C twin with its Python one on generated input.
 """
 
 from __future__ import annotations
 
-import array
 import itertools
 import struct
 
@@ -30,11 +29,8 @@ from aioringbuf import (
     Bytes,
     CStr,
     Event,
-    Tail,
     _codec,
     _fast,
-    _perfring,
-    _ring,
 )
 
 fastring = pytest.importorskip("aioringbuf._fastring", reason="the C extension is not built")
@@ -59,21 +55,6 @@ class Everything(Event):
     raw: Bytes[3]
 
 
-class WithBytes(Event):
-    kind: U32
-    data: Tail[bytes]
-
-
-class WithStr(Event):
-    kind: U16
-    text: Tail[str]
-
-
-class WithList(Event):
-    n: U8
-    items: Tail[list[str]]
-
-
 class PostInit(Event):
     a: U32
 
@@ -86,30 +67,10 @@ class KwOnly(Event, kw_only=True):
     a: U32
 
 
-TYPES = [Everything, WithBytes, WithStr, WithList, PostInit, KwOnly]
-
-
-def outcome(decode, record: bytes, off: int = 0):
-    try:
-        return ("ok", decode(record, off, len(record) - off))
-    except Exception as exc:  # the same kind of error, saying the same thing
-        return ("error", type(exc), str(exc))
-
-
 def test_direct_construction_is_used_only_where_it_is_plain() -> None:
     assert both(Everything)[1].direct
     assert not both(PostInit)[1].direct
     assert not both(KwOnly)[1].direct
-
-
-@settings(max_examples=600, deadline=None)
-@given(kind=st.sampled_from(TYPES), record=st.binary(max_size=120), prefix=st.binary(max_size=9))
-def test_native_decoders_match_the_python_ones(kind, record: bytes, prefix: bytes) -> None:
-    py, native = both(kind)
-    if kind is Everything and len(record) > 8:
-        record = record[: _codec.layout_of(kind).size]  # hit the exact size often
-    data = prefix + record
-    assert outcome(native, data, len(prefix)) == outcome(py, data, len(prefix))
 
 
 @settings(max_examples=200, deadline=None)
@@ -128,128 +89,6 @@ def test_remembered_field_values_never_leak_into_other_records(rows) -> None:
     for cpu, pid, comm in rows:
         rec = struct.pack("<II16s", cpu, pid, comm)
         assert native(rec, 0, len(rec)) == py(rec, 0, len(rec))
-
-
-SIZE = 256
-
-
-def ring_with(records: list[tuple[bytes, int]]) -> tuple[bytearray, int]:
-    """A ring buffer data area, mapped twice, holding ``records`` (sample, flags)."""
-    buf = bytearray(2 * SIZE)
-    pos = 0
-    for sample, flags in records:
-        rec = struct.pack("<II", len(sample) | flags, 0) + sample
-        rec += bytes(_ring.record_span(len(sample)) - len(rec))
-        for i, b in enumerate(rec):
-            off = (pos + i) % SIZE
-            buf[off] = buf[off + SIZE] = b
-        pos += len(rec)
-    return buf, pos
-
-
-class Fixed(Event):
-    seq: U64
-
-
-def fussy(buf, off, n):
-    """A Python decoder that refuses some records (to exercise errors both ways)."""
-    if n == 3:
-        raise ValueError("three bytes are refused")
-    return bytes(buf[off : off + n])
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    records=st.lists(st.tuples(st.binary(max_size=20),
-                               st.sampled_from([0, 0, 0, _ring.DISCARD_BIT, _ring.BUSY_BIT])),
-                     max_size=10),
-    start=st.integers(0, SIZE // 8 - 1),
-    budget=st.integers(1, 12),
-    strict=st.booleans(),
-    kind=st.sampled_from(["bytes", "fussy", "fixed"]),
-)
-def test_ring_walks_match(records, start, budget, strict, kind) -> None:
-    buf, end = ring_with(records)
-    # Rotate so that the first record sits at a chosen offset (and wraps).
-    shift = start * 8
-    rot = bytearray(2 * SIZE)
-    for i in range(SIZE):
-        rot[(i + shift) % SIZE] = rot[(i + shift) % SIZE + SIZE] = buf[i]
-    decode = {"bytes": _codec.decoder_for(None), "fussy": fussy}.get(kind)
-    results = []
-    for walk, dec, starts in [
-        (_ring.walk, decode or both(Fixed)[0], []),
-        (fastring.walk, decode or both(Fixed)[1], []),
-        (fastring.walk, decode or both(Fixed)[1], array.array("Q")),
-    ]:
-        events: list = []
-        res = walk(rot, 0, SIZE - 1, shift, shift + end, budget, dec, events, starts, strict)
-        pos, busy, discarded, errors, error, lost = res
-        results.append((events, list(starts), pos, busy, discarded, errors,
-                        None if error is None else (type(error), str(error)), lost))
-    assert results[0] == results[1] == results[2]
-
-
-PERF = 128
-
-
-def perf_ring_with(records: list[tuple[int, bytes]], start: int) -> tuple[bytearray, int]:
-    """A perf data area (mapped once) with ``records`` (type, body) from ``start``."""
-    buf = bytearray(PERF)
-    pos = start
-    for rtype, body in records:
-        size = 8 + len(body)
-        rec = struct.pack("<IHH", rtype, 0, size) + body
-        for i, b in enumerate(rec):
-            buf[(pos + i) % PERF] = b
-        pos += size
-    return buf, pos
-
-
-def sample(payload: bytes) -> tuple[int, bytes]:
-    raw = struct.pack("<I", _perfring.padded_raw_size(len(payload))) + payload
-    raw += bytes(-len(raw) % 8)
-    return (_perfring.PERF_RECORD_SAMPLE, raw)
-
-
-def lost(n: int) -> tuple[int, bytes]:
-    return (_perfring.PERF_RECORD_LOST, struct.pack("<QQ", 0, n))
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    items=st.lists(st.one_of(st.binary(max_size=20).map(sample), st.integers(1, 99).map(lost),
-                             st.just((17, bytes(8)))), max_size=5),
-    start=st.integers(0, PERF // 8 - 1),
-    budget=st.integers(1, 6),
-    strict=st.booleans(),
-    kind=st.sampled_from(["bytes", "fussy", "fixed"]),
-)
-def test_perf_walks_match(items, start, budget, strict, kind) -> None:
-    total = sum(8 + len(body) for _, body in items)
-    if total >= PERF:
-        items = items[:1]
-    buf, head = perf_ring_with(items, start * 8)
-    decode = {"bytes": _codec.decoder_for(None), "fussy": fussy}.get(kind)
-    exact = 8 if kind == "fixed" else -1
-    results = []
-    for walk, dec in [(_perfring.walk_perf, decode or both(Fixed)[0]),
-                      (fastring.walk_perf, decode or both(Fixed)[1])]:
-        events: list = []
-        starts: list = []
-        pos, _, _, errors, error, n_lost = walk(
-            buf, 0, PERF, start * 8, head, budget, dec, events, starts, strict, exact)
-        results.append((events, starts, pos, errors,
-                        None if error is None else (type(error), str(error)), n_lost))
-    assert results[0] == results[1]
-
-
-@pytest.mark.parametrize("walk", [_perfring.walk_perf, fastring.walk_perf])
-def test_a_corrupt_perf_header_is_fatal_in_both(walk) -> None:
-    buf = bytearray(PERF)
-    struct.pack_into("<IHH", buf, 0, _perfring.PERF_RECORD_SAMPLE, 0, 3)  # size 3: impossible
-    with pytest.raises(_perfring.PerfRingCorrupt, match="corrupt"):
-        walk(buf, 0, PERF, 0, 8, 10, _codec.decoder_for(None), [], None, False)
 
 
 @pytest.mark.parametrize("base", [_fast.PyCursor, fastring.Cursor], ids=["python", "c"])

@@ -6,7 +6,15 @@ from __future__ import annotations
 import struct
 
 from aioringbuf._codec import decoder_for
-from aioringbuf._ring import BUSY_BIT, DISCARD_BIT, HeaderState, parse_header, record_span, walk
+from aioringbuf._ring import (
+    BUSY_BIT,
+    DISCARD_BIT,
+    HeaderState,
+    Stop,
+    parse_header,
+    record_span,
+    walk,
+)
 
 SIZE = 64
 
@@ -55,7 +63,7 @@ def test_busy_record_stops_the_walk_even_if_later_ones_are_committed() -> None:
     ring.put(b"three")
     ring.set_flags(busy, BUSY_BIT)
     events, _, res = ring.walk(0)
-    assert events == [b"one"] and res.busy and res.pos == busy
+    assert events == [b"one"] and res.stop is Stop.BUSY and res.pos == busy
 
 
 def test_discard_is_skipped_and_counted() -> None:
@@ -64,7 +72,8 @@ def test_discard_is_skipped_and_counted() -> None:
     ring.put(b"b", DISCARD_BIT)
     ring.put(b"c")
     events, starts, res = ring.walk(0)
-    assert events == [b"a", b"c"] and res.discarded == 1 and res.pos == ring.prod
+    assert events == [b"a", b"c"] and res.skipped == 1 and res.pos == ring.prod
+    assert res.stop is Stop.EMPTY
     assert starts == [0, 32]
 
 
@@ -85,4 +94,4 @@ def test_budget_limits_a_walk() -> None:
     for i in range(3):
         ring.put(bytes([i]))
     events, _, res = ring.walk(0, budget=2)
-    assert events == [b"\0", b"\1"] and res.pos == 32
+    assert events == [b"\0", b"\1"] and res.pos == 32 and res.stop is Stop.BUDGET

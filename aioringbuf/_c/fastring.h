@@ -6,6 +6,7 @@
  *   walk.c    _ring.walk and _perfring.walk_perf (the record walks)
  *   codec.c   _codec's generated decoders (Layout)
  *   cursor.c  _fast.PyCursor (the stream's per-event __anext__)
+ *   order.c   _order (ordered loads and stores of the shared positions)
  *   module.c  the module object that gathers them
  */
 #ifndef AIORINGBUF_FASTRING_H
@@ -29,6 +30,9 @@ PyObject *layout_decode(PyObject *layout, const unsigned char *p, Py_ssize_t n);
 
 /* walk.c */
 extern PyMethodDef walk_methods[];
+
+/* order.c */
+extern PyMethodDef order_methods[];
 
 /* cursor.c */
 extern PyTypeObject ReadyType;

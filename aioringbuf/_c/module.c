@@ -2,7 +2,7 @@
  * module.c: aioringbuf._fastring, the optional C hot path (see _fast.py).
  *
  * One extension module built from one source per Python module it speeds
- * up (walk.c, codec.c, cursor.c; see fastring.h). One module rather than
+ * up (walk.c, codec.c, cursor.c, order.c; see fastring.h). One module rather than
  * three because the walks call the codec's decoder natively, record by
  * record: across modules that would need a capsule and an indirect call,
  * and three imports that could fail separately. The pure-Python twins
@@ -25,7 +25,8 @@ PyInit__fastring(void)
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddFunctions(m, walk_methods) < 0) {
+    if (PyModule_AddFunctions(m, walk_methods) < 0
+        || PyModule_AddFunctions(m, order_methods) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -6,11 +6,15 @@
  * same results (as plain tuples), same errors for the same bytes. A Layout
  * decoder (codec.c) is called natively; any other decoder through Python.
  *
- * Memory ordering: the ring buffer's record header is read with an acquire
- * load, pairing with the kernel's smp_store_release() of hdr->len in
- * bpf_ringbuf_commit(). The producer and consumer positions are read and
- * written by the Python accessors (_ringmap.py, _perfmap.py), which is
- * where the x86-64 TSO assumption is documented.
+ * Memory ordering (docs/architecture.md has the whole argument): each ring
+ * buffer record header is read with a load-acquire, pairing with
+ * bpf_ringbuf_commit()'s xchg(&hdr->len, new_len) in kernel/bpf/ringbuf.c
+ * (a full barrier after the BPF program's stores into the record): once we
+ * see the BUSY bit clear, the record's bytes are there. The positions are
+ * loaded and stored by the caller with order.c's load_acquire() and
+ * store_release() (see _ringmap.py, _perfmap.py), before and after the walk.
+ * Perf record headers need no acquire of their own: data_head's acquire
+ * load covers every byte below it (perf_output_put_handle()'s smp_wmb()).
  */
 #include "fastring.h"
 
@@ -22,6 +26,7 @@
 #define PERF_RECORD_SAMPLE 9
 #define PERF_HDR_SZ 8
 #define PERF_RAW_OFFSET (PERF_HDR_SZ + 4)
+#define PERF_LOST_SZ (PERF_HDR_SZ + 16) /* struct { header; u64 id; u64 lost; } */
 
 /* Decode one record at view offset off: natively, or through a Python decoder
  * called as decode(obj, obj_off, n). */
@@ -148,15 +153,40 @@ take(PyObject *events, Starts *starts, PyObject *ev, unsigned long long start,
     return TAKE_NEXT;
 }
 
+/* Why a walk stopped: the numbers of aioringbuf._ring.Stop. */
+enum { STOP_EMPTY = 0, STOP_BUSY = 1, STOP_BUDGET = 2, STOP_ERROR = 3 };
+
+/* (pos, stop, decode_errors, skipped, error): _ring.WalkResult as a plain tuple. */
 static PyObject *
-result(unsigned long long pos, int busy, Py_ssize_t discarded, Py_ssize_t decode_errors,
-       PyObject *error, unsigned long long lost)
+result(unsigned long long pos, int stop, Py_ssize_t decode_errors, unsigned long long skipped,
+       PyObject *error)
 {
-    PyObject *r = Py_BuildValue("(KNnnOK)", pos, PyBool_FromLong(busy), discarded,
-                                decode_errors, error ? error : Py_None, lost);
+    PyObject *r = Py_BuildValue("(KinKO)", pos, stop, decode_errors, skipped,
+                                error ? error : Py_None);
     Py_XDECREF(error);
     return r;
 }
+
+/* Raise aioringbuf.<module>.<name>(message); returns NULL. */
+static PyObject *
+corrupt(const char *module, const char *name, PyObject *msg)
+{
+    if (msg == NULL)
+        return NULL;
+    PyObject *mod = PyImport_ImportModule(module);
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, name) : NULL;
+    if (cls != NULL)
+        PyErr_SetObject(cls, msg);
+    Py_XDECREF(cls);
+    Py_XDECREF(mod);
+    Py_DECREF(msg);
+    return NULL;
+}
+
+#define RING_CORRUPT(...) corrupt("aioringbuf._ring", "RingCorrupt", \
+                                  PyUnicode_FromFormat(__VA_ARGS__))
+#define PERF_CORRUPT(...) corrupt("aioringbuf._perfring", "PerfRingCorrupt", \
+                                  PyUnicode_FromFormat(__VA_ARGS__))
 
 #define CHECK_ARGS(name, want)                                                   \
     if (nargs != (want)) {                                                       \
@@ -169,7 +199,7 @@ PyDoc_STRVAR(walk_doc,
 "walk(data, base, mask, cons, prod, budget, decode, events, starts, strict)\n"
 "--\n\n"
 "The ring buffer walk of aioringbuf._ring.walk, returning the same fields as\n"
-"a plain tuple: (pos, busy, discarded, decode_errors, error, lost).");
+"a plain tuple: (pos, stop, decode_errors, skipped, error).");
 
 static PyObject *
 walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -193,23 +223,36 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const unsigned char *mem = view.buf;
-    Py_ssize_t taken = 0, discarded = 0, decode_errors = 0;
-    int busy = 0;
+    Py_ssize_t taken = 0, decode_errors = 0;
+    unsigned long long discarded = 0;
+    int stop = STOP_EMPTY;
     PyObject *error = NULL;
-    while (cons < prod && taken < budget) {
+    while (cons < prod) {
+        if (taken >= budget) {
+            stop = STOP_BUDGET;
+            break;
+        }
         Py_ssize_t off = base + (Py_ssize_t)(cons & mask);
         if (off < 0 || off > view.len - RB_HDR_SZ) {
             PyErr_Format(PyExc_ValueError, "ring position %llu is outside the buffer", cons);
             goto fail;
         }
+        /* Pairs with xchg(&hdr->len, new_len) in bpf_ringbuf_commit(). */
         uint32_t word = __atomic_load_n((const uint32_t *)(mem + off), __ATOMIC_ACQUIRE);
         uint32_t len = word & ~(RB_BUSY_BIT | RB_DISCARD_BIT);
         if (word & RB_BUSY_BIT) {
-            busy = 1; /* records are ordered by reservation: later ones wait */
+            stop = STOP_BUSY; /* records are ordered by reservation: later ones wait */
             break;
         }
+        unsigned long long span = ((unsigned long long)len + RB_HDR_SZ + 7) & ~7ULL;
+        if (span > prod - cons) {
+            RING_CORRUPT("ring buffer record at position %llu claims %lu bytes, past the "
+                         "producer position %llu: the ring is corrupt", cons,
+                         (unsigned long)len, prod);
+            goto fail;
+        }
         unsigned long long start = cons;
-        cons += ((unsigned long long)len + RB_HDR_SZ + 7) & ~7ULL;
+        cons += span;
         if (word & RB_DISCARD_BIT) {
             discarded++;
             continue;
@@ -219,15 +262,17 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int next = take(events, &st, ev, start, strict, &error, &taken, &decode_errors);
         if (next == TAKE_FAIL)
             goto fail;
-        if (next == TAKE_STOP)
+        if (next == TAKE_STOP) {
+            stop = STOP_ERROR;
             break;
+        }
     }
     PyBuffer_Release(&view);
     if (starts_flush(&st) < 0) {
         Py_XDECREF(error);
         return NULL;
     }
-    return result(cons, busy, discarded, decode_errors, error, 0);
+    return result(cons, stop, decode_errors, discarded, error);
 fail:
     Py_XDECREF(error);
     PyMem_Free(st.buf);
@@ -235,29 +280,11 @@ fail:
     return NULL;
 }
 
-static PyObject *
-perf_corrupt(const char *fmt, unsigned long long pos, unsigned long a, unsigned long b)
-{
-    PyObject *mod = PyImport_ImportModule("aioringbuf._perfring");
-    if (mod == NULL)
-        return NULL;
-    PyObject *cls = PyObject_GetAttrString(mod, "PerfRingCorrupt");
-    Py_DECREF(mod);
-    if (cls == NULL)
-        return NULL;
-    PyObject *msg = PyUnicode_FromFormat(fmt, pos, a, b);
-    if (msg != NULL)
-        PyErr_SetObject(cls, msg);
-    Py_XDECREF(msg);
-    Py_DECREF(cls);
-    return NULL;
-}
-
 PyDoc_STRVAR(walk_perf_doc,
 "walk_perf(data, base, size, tail, head, budget, decode, events, starts, strict, exact_size=-1)\n"
 "--\n\n"
 "The perf ring walk of aioringbuf._perfring.walk_perf, returning the same\n"
-"fields as a plain tuple: (pos, busy, discarded, decode_errors, error, lost).");
+"fields as a plain tuple: (pos, stop, decode_errors, skipped, error).");
 
 static PyObject *
 walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -298,16 +325,32 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *copy = NULL; /* a wrapped record, copied out in one piece */
     unsigned long long mask = (unsigned long long)size - 1, lost = 0;
     Py_ssize_t taken = 0, decode_errors = 0;
+    int stop = STOP_EMPTY;
     PyObject *error = NULL;
-    while (tail < head && taken < budget) {
+    while (tail < head) {
+        if (taken >= budget) {
+            stop = STOP_BUDGET;
+            break;
+        }
         Py_ssize_t off = (Py_ssize_t)(tail & mask);
         uint32_t type;
         uint16_t rsize;
         memcpy(&type, area + off, 4);
         memcpy(&rsize, area + off + 6, 2);
-        if (rsize < PERF_HDR_SZ || (rsize & 7)) {
-            perf_corrupt("perf ring record at position %llu has size %lu: the ring is corrupt",
-                         tail, rsize, 0);
+        /* The same checks, in the same order, as _perfring.walk_perf. */
+        if (rsize < PERF_HDR_SZ || (rsize & 7) || rsize > head - tail || rsize > size) {
+            PERF_CORRUPT("perf ring record at position %llu has size %lu: the ring is corrupt",
+                         tail, (unsigned long)rsize);
+            goto fail;
+        }
+        if (type == PERF_RECORD_LOST && rsize < PERF_LOST_SZ) {
+            PERF_CORRUPT("perf lost record at position %llu has size %lu, less than %d: "
+                         "the ring is corrupt", tail, (unsigned long)rsize, PERF_LOST_SZ);
+            goto fail;
+        }
+        if (type == PERF_RECORD_SAMPLE && rsize < PERF_RAW_OFFSET) {
+            PERF_CORRUPT("perf sample at position %llu has size %lu, too short for its raw "
+                         "size: the ring is corrupt", tail, (unsigned long)rsize);
             goto fail;
         }
         const unsigned char *rec = area + off;
@@ -329,19 +372,17 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         tail += rsize;
         if (type == PERF_RECORD_LOST) {
             uint64_t n;
-            if (rsize >= 24) {
-                memcpy(&n, rec + 16, 8);
-                lost += n;
-            }
+            memcpy(&n, rec + 16, 8);
+            lost += n;
             continue;
         }
-        if (type != PERF_RECORD_SAMPLE || rsize < PERF_RAW_OFFSET)
-            continue;
+        if (type != PERF_RECORD_SAMPLE)
+            continue; /* nothing else is asked for; skip what a newer kernel may add */
         uint32_t n;
         memcpy(&n, rec + PERF_HDR_SZ, 4);
         if (n > (uint32_t)(rsize - PERF_RAW_OFFSET)) {
-            perf_corrupt("perf sample at position %llu claims %lu bytes in a %lu-byte record: "
-                         "the ring is corrupt", start, n, rsize);
+            PERF_CORRUPT("perf sample at position %llu claims %lu bytes in a %lu-byte record: "
+                         "the ring is corrupt", start, (unsigned long)n, (unsigned long)rsize);
             goto fail;
         }
         Py_ssize_t len = (Py_ssize_t)n == padded ? exact : (Py_ssize_t)n;
@@ -357,8 +398,10 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         int next = take(events, &st, ev, start, strict, &error, &taken, &decode_errors);
         if (next == TAKE_FAIL)
             goto fail;
-        if (next == TAKE_STOP)
+        if (next == TAKE_STOP) {
+            stop = STOP_ERROR;
             break;
+        }
     }
     PyMem_Free(copy);
     PyBuffer_Release(&view);
@@ -366,7 +409,7 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(error);
         return NULL;
     }
-    return result(tail, 0, 0, decode_errors, error, lost);
+    return result(tail, stop, decode_errors, lost, error);
 fail:
     Py_XDECREF(error);
     PyMem_Free(copy);
@@ -374,6 +417,7 @@ fail:
     PyBuffer_Release(&view);
     return NULL;
 }
+
 PyMethodDef walk_methods[] = {
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, walk_doc},
     {"walk_perf", (PyCFunction)(void (*)(void))walk_perf, METH_FASTCALL, walk_perf_doc},
