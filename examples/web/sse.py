@@ -2,7 +2,10 @@
 
 The subscription is made *before* the response headers go out, so a client
 that has the headers (``EventSource.onopen``, or httpx returning the
-response) receives every exec from then on.
+response) receives every exec from then on. The client's filter runs
+here, in its own task, on what it receives: the hub's pump only queues,
+so no filter can slow the other clients or the kernel consumer. The
+queue (``--queue-size``) therefore holds events before filtering.
 
 Messages: ``event: exec`` with the event as JSON; ``event: dropped`` with
 the number of events this client lost to ``policy=drop_oldest`` since the
@@ -29,9 +32,11 @@ server never waits on a client that does not read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from events import EventEncoder, filter_from_query
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -46,6 +51,7 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),  # tell a reverse proxy not to buffer the stream
 ]
 POLICIES = ("disconnect", "drop_oldest")
+Filter = Callable[[Any], bool]
 
 log = logging.getLogger("aioringbuf.web")
 
@@ -92,10 +98,10 @@ class EventsEndpoint:
             return
         hub: Broadcast[Any] = request.app.state.hub
         shutdown: Shutdown = request.app.state.shutdown
-        async with hub.subscribe(maxsize=self.maxsize, policy=policy, filter=accept) as sub:
+        async with hub.subscribe(maxsize=self.maxsize, policy=policy) as sub:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await send(_body(b"retry: 2000\n: subscribed\n\n"))
-            outcome = await self._serve(sub, shutdown, receive, send)
+            outcome = await self._serve(sub, accept, shutdown, receive, send)
         if outcome in ("dropped", "cut"):
             client = request.client
             who = f"{client.host}:{client.port}" if client else "?"
@@ -110,8 +116,8 @@ class EventsEndpoint:
         if outcome == "ended":  # the hub ended: the server is shutting down
             await send(_body(b"", more=False))
 
-    async def _serve(self, sub: Subscription[Any], shutdown: Shutdown, receive: Any,
-                     send: Any) -> str:
+    async def _serve(self, sub: Subscription[Any], accept: Filter | None, shutdown: Shutdown,
+                     receive: Any, send: Any) -> str:
         """Stream until the client leaves ("left"), is dropped, the hub ends ("ended"),
         or shutdown cuts a stream stuck writing ("cut")."""
         outcome = "ended"
@@ -140,7 +146,7 @@ class EventsEndpoint:
             tg.start_soon(dropped)
             tg.start_soon(cut)
             try:
-                await self._stream(sub, send)
+                await self._stream(sub, accept, send)
             except SlowSubscriberError:
                 outcome = "dropped"
             except (anyio.EndOfStream, anyio.BrokenResourceError):
@@ -148,21 +154,25 @@ class EventsEndpoint:
             tg.cancel_scope.cancel()
         return outcome
 
-    async def _stream(self, sub: Subscription[Any], send: Any) -> None:
+    async def _stream(self, sub: Subscription[Any], accept: Filter | None, send: Any) -> None:
         encode = self.encoder.sse
         reported = 0
+        quiet_until = anyio.current_time() + HEARTBEAT
         while True:
             first = None
-            with anyio.move_on_after(HEARTBEAT):
+            with anyio.move_on_after(max(0.0, quiet_until - anyio.current_time())):
                 first = await sub.receive()
             if first is None:
                 await send(_body(b": keepalive\n\n"))
+                quiet_until = anyio.current_time() + HEARTBEAT
                 continue
-            parts = [encode(first)]
+            parts = [encode(first)] if accept is None or accept(first) else []
             pending: BaseException | None = None
             try:
-                while len(parts) < MAX_BATCH:
-                    parts.append(encode(sub.receive_nowait()))
+                for _ in range(MAX_BATCH - 1):  # bounded work between two checkpoints
+                    ev = sub.receive_nowait()
+                    if accept is None or accept(ev):
+                        parts.append(encode(ev))
             except anyio.WouldBlock:
                 pass
             except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
@@ -171,6 +181,10 @@ class EventsEndpoint:
             if dropped > reported:
                 parts.insert(0, b"event: dropped\ndata: %d\n\n" % (dropped - reported))
                 reported = dropped
-            await send(_body(b"".join(parts)))
+            if parts:
+                await send(_body(b"".join(parts)))
+                quiet_until = anyio.current_time() + HEARTBEAT
+            else:
+                await anyio.lowlevel.checkpoint()
             if pending is not None:
                 raise pending
