@@ -131,6 +131,17 @@ class BpfElf:
             sections[d[str_off + name_off : end].decode()] = (off, size, base)
         return sections
 
+    def tracepoints(self) -> list[tuple[str, str]]:
+        """(category, event) of each program in a ``tracepoint/`` or ``tp/`` section:
+        attaching them reads the event's id from tracefs."""
+        found = []
+        for section in self._sections:
+            kind, _, rest = section.partition("/")
+            category, _, event = rest.partition("/")
+            if kind in ("tracepoint", "tp") and category and event:
+                found.append((category, event))
+        return found
+
     # -- BTF -------------------------------------------------------------
 
     def _btf(self) -> tuple[int, list[tuple[int, int, int, int]]]:

@@ -52,10 +52,19 @@ def server(kernel: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
     srv.stop()
 
 
+def token_file(directory: pathlib.Path, token: str = TOKEN) -> str:
+    """A file holding ``token`` that only its owner can read, as --token-file wants."""
+    path = directory / "token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def token_server(kernel: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebServer]:
-    """With --token, an extra --redact pattern, and plain asyncio instead of uvloop."""
-    srv = WebServer(tmp_path_factory.mktemp("web") / "server.log", "--token", TOKEN,
+    """With a token file, an extra --redact pattern, and plain asyncio instead of uvloop."""
+    directory = tmp_path_factory.mktemp("web")
+    srv = WebServer(directory / "server.log", "--token-file", token_file(directory),
                     "--redact", r"sk-[A-Za-z0-9]+", "--loop", "asyncio")
     yield srv
     srv.stop()
@@ -310,7 +319,7 @@ class TestClients:
         async with httpx.AsyncClient(base_url=token_server.url, timeout=TIMEOUT) as client:
             for route in routes:
                 for headers in ({}, {"authorization": "Bearer nope"},
-                                {"cookie": f"aioringbuf_token_{port}=nope"}):
+                                {"cookie": f"aioringbuf_token_{port}={TOKEN}"}):
                     r = await client.get(route, headers=headers, params={"token": "x"})
                     assert r.status_code == 401, (route, headers)
                     assert r.headers["www-authenticate"].startswith("Bearer")
@@ -319,12 +328,17 @@ class TestClients:
             r = await client.get("/", params={"token": TOKEN})
             assert r.status_code == 200
             cookie = r.headers["set-cookie"]
-            assert cookie.startswith(f"aioringbuf_token_{port}={TOKEN};")
+            name, _, value = cookie.split(";", 1)[0].partition("=")
+            assert name.startswith("aioringbuf_session_") and TOKEN not in cookie
             assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
             fresh = httpx.AsyncClient(base_url=token_server.url, timeout=TIMEOUT,
-                                      cookies={f"aioringbuf_token_{port}": TOKEN})
+                                      cookies={name: value})
             async with fresh:
                 assert (await fresh.get("/stats")).status_code == 200
+            wrong = httpx.AsyncClient(base_url=token_server.url, timeout=TIMEOUT,
+                                      cookies={name: value[:-1] + "x"})
+            async with wrong:
+                assert (await wrong.get("/stats")).status_code == 401
 
     async def test_secrets_in_argv_are_masked(
         self, token_server: WebServer, tmp_path: pathlib.Path
@@ -403,7 +417,12 @@ def test_the_page_shows_a_new_process_live(
     print(f"page screenshot: {target}")
 
 
-def test_listening_beyond_loopback_needs_a_token() -> None:
-    r = subprocess.run([sys.executable, str(APP), "--host", "0.0.0.0"], capture_output=True,
-                       text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert r.returncode == 2 and "set --token" in r.stderr
+def test_listening_beyond_loopback_needs_a_token(kernel) -> None:
+    r = subprocess.run([sys.executable, str(APP), "--host", "0.0.0.0", "--port", "0"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (
+        "web: --host 0.0.0.0 listens on 0.0.0.0, which other machines can reach, and every "
+        "exec on this machine would be theirs to see: give a token (--token-file FILE or "
+        "$AIORINGBUF_WEB_TOKEN)")

@@ -56,6 +56,44 @@ Filter = Callable[[Any], bool]
 log = logging.getLogger("aioringbuf.web")
 
 
+RETRY_AFTER = 10  # seconds a client refused for too many streams should wait
+
+
+class StreamLimits:
+    """How many event streams may be open: in all, and from one client address.
+
+    Each open stream holds a connection, a hub subscription and its queue;
+    without a cap, anyone who can connect can open thousands and make every
+    event (and every ``/stats``) cost thousands of offers. Behind a reverse
+    proxy every client has the proxy's address: raise the per-client cap.
+    """
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._open: dict[str, int] = {}  # address -> streams; never more than `total` keys
+        self._count = 0
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot for ``client``; None if taken, else why not (for the 429)."""
+        if self._count >= self.total:
+            return f"{self.total} event streams are open, the most this server allows"
+        mine = self._open.get(client, 0)
+        if mine >= self.per_client:
+            return f"{mine} event streams are open from {client}, the most allowed from one address"
+        self._open[client] = mine + 1
+        self._count += 1
+        return None
+
+    def release(self, client: str) -> None:
+        left = self._open[client] - 1
+        if left:
+            self._open[client] = left
+        else:
+            del self._open[client]
+        self._count -= 1
+
+
 class Shutdown:
     """How the server ends open streams (``app.Server`` drives it; see the module doc)."""
 
@@ -78,10 +116,12 @@ def _body(data: bytes, more: bool = True) -> dict[str, Any]:
 class EventsEndpoint:
     """The ASGI app behind ``/events``; it finds ``hub`` and ``shutdown`` in ``app.state``."""
 
-    def __init__(self, encoder: EventEncoder, maxsize: int, policy: str) -> None:
+    def __init__(self, encoder: EventEncoder, maxsize: int, policy: str,
+                 limits: StreamLimits) -> None:
         self.encoder = encoder
         self.maxsize = maxsize
         self.policy = policy
+        self.limits = limits
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope)
@@ -96,12 +136,31 @@ class EventsEndpoint:
         except ValueError as exc:
             await PlainTextResponse(f"{exc}\n", 400)(scope, receive, send)
             return
+        address = request.client.host if request.client else "?"
+        refused = self.limits.acquire(address)
+        if refused is not None:
+            await PlainTextResponse(f"429 Too Many Requests: {refused}; retry later\n", 429,
+                                    headers={"retry-after": str(RETRY_AFTER)})(
+                scope, receive, send)
+            return
+        try:
+            outcome = await self._subscribed(request, accept, policy, receive, send)
+        finally:
+            self.limits.release(address)
+        if outcome is not None:
+            await self._finish(request, outcome, send)
+
+    async def _subscribed(self, request: Request, accept: Filter | None, policy: str,
+                          receive: Any, send: Any) -> str | None:
         hub: Broadcast[Any] = request.app.state.hub
         shutdown: Shutdown = request.app.state.shutdown
         async with hub.subscribe(maxsize=self.maxsize, policy=policy) as sub:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await send(_body(b"retry: 2000\n: subscribed\n\n"))
-            outcome = await self._serve(sub, accept, shutdown, receive, send)
+            return await self._serve(sub, accept, shutdown, receive, send)
+
+    async def _finish(self, request: Request, outcome: str, send: Any) -> None:
+        scope = request.scope
         if outcome in ("dropped", "cut"):
             client = request.client
             who = f"{client.host}:{client.port}" if client else "?"
