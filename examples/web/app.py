@@ -84,7 +84,7 @@ def create_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     redactor: Redactor | None = None,
-    queue_size: int = 1024,
+    queue_size: int = 4096,
     policy: str = "disconnect",
     ring_size: int = 8 << 20,
     shutdown_timeout: float = 2.0,
@@ -260,8 +260,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "one) with ***; repeatable")
     p.add_argument("--no-default-redaction", action="store_true",
                    help="do not mask password=, token=, --key VALUE, user:pass@ and the like")
-    p.add_argument("--queue-size", type=int, default=1024,
-                   help="events a client may fall behind (default: 1024)")
+    p.add_argument("--queue-size", type=int, default=4096,
+                   help="events a client may fall behind, counted before its filter: more "
+                        "than one drained batch of the ring (1024) (default: 4096)")
     p.add_argument("--policy", choices=POLICIES, default="disconnect",
                    help="what happens to a client that falls further behind (default: "
                         "disconnect; clients may ask for ?policy=drop_oldest)")
