@@ -17,6 +17,8 @@ would bring back exactly the stall this module exists to remove.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import AioRingBufError, MissingDependencyError
@@ -48,7 +50,7 @@ class Pattern:
     four characters ``\\xff``.
     """
 
-    __slots__ = ("_literal", "_search", "engine", "pattern")
+    __slots__ = ("_literal", "_regex", "engine", "pattern")
 
     def __init__(self, pattern: str, *, require_re2: bool = False) -> None:
         if not isinstance(pattern, str):
@@ -58,9 +60,9 @@ class Pattern:
                                f"at most {MAX_PATTERN} are accepted")
         self.pattern = pattern
         self._literal: str | None = None
-        self._search: Any = None
+        self._regex: Any = None
         if _re2 is not None:
-            self._search = _compile_re2(pattern).search
+            self._regex = _compile_re2(pattern)
             self.engine = "re2"
         elif require_re2 or _SPECIAL.intersection(pattern):
             raise MissingDependencyError(
@@ -71,6 +73,7 @@ class Pattern:
             )
         else:
             self._literal = pattern
+            self._regex = re.compile(re.escape(pattern))  # a literal: linear in re too
             self.engine = "substring"
 
     def search(self, text: str) -> bool:
@@ -78,9 +81,18 @@ class Pattern:
         if self._literal is not None:
             return self._literal in printable(text)
         try:
-            return self._search(text) is not None
+            return self._regex.search(text) is not None
         except UnicodeEncodeError:  # lone surrogates: RE2 reads UTF-8 only
-            return self._search(printable(text)) is not None
+            return self._regex.search(printable(text)) is not None
+
+    def sub(self, repl: Callable[[Any], str], text: str) -> str:
+        """``text`` with each match replaced by ``repl(match)`` (a match object with
+        ``re``'s methods: group, span, start, re.groups). Text that is not valid
+        UTF-8 comes back as :func:`~aioringbuf.printable` shows it."""
+        try:
+            return self._regex.sub(repl, text)
+        except UnicodeEncodeError:
+            return self._regex.sub(repl, printable(text))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Pattern) and other.pattern == self.pattern
