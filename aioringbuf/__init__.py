@@ -52,6 +52,7 @@ from ._errors import (
     EventLayoutError,
     KernelTooOldError,
     MapNotFoundError,
+    MapSizeError,
     MissingDependencyError,
     NotPrivilegedError,
     RecordSizeError,
@@ -59,10 +60,12 @@ from ._errors import (
     UnsupportedMapError,
     WrongMapTypeError,
 )
-from ._exec import ExecEvent, ExecEvents, ExecFilter, exec_events, printable
+from ._escape import printable, terminal
+from ._exec import ExecEvent, ExecEvents, ExecFilter, exec_events
 from ._loader import BpfObject, check_privileges, load
 from ._metrics import MetricsRegistration
 from ._metrics import register as register_metrics
+from ._pattern import Pattern, PatternError
 from ._perfbuf import PerfBuffer
 from ._ringbuf import RingBuffer
 from ._stats import StreamStats
@@ -74,12 +77,14 @@ __all__ = [
     "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
     "Array", "Bytes", "CStr", "Event", "Layout", "Tail", "decode", "layout_of",
     "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
-    "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "MissingDependencyError",
+    "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "MapSizeError",
+    "MissingDependencyError",
     "NotPrivilegedError",
     "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
     "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer", "PerfBuffer",
     "EventStream",
-    "ExecEvent", "ExecEvents", "ExecFilter", "exec_events", "printable",
+    "ExecEvent", "ExecEvents", "ExecFilter", "exec_events", "printable", "terminal",
+    "Pattern", "PatternError",
     "Broadcast", "BroadcastStats", "SlowSubscriberError", "SubscriberStats", "Subscription",
     "MetricsRegistration", "register_metrics",
 ]

@@ -12,21 +12,23 @@ import argparse
 import datetime
 import os
 import pwd
-import re
 import shlex
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 import msgspec
 
 from ._cgroup import cgroup_of
-from ._errors import AioRingBufError, NotPrivilegedError
+from ._errors import AioRingBufError, MissingDependencyError, NotPrivilegedError
+from ._escape import printable, terminal
 from ._exec import (
     DEFAULT_RING_SIZE,
     ExecEvent,
@@ -34,8 +36,9 @@ from ._exec import (
     ExecFilter,
     ExitEvent,
     exec_events,
-    printable,
 )
+from ._output import LineWriter
+from ._pattern import Pattern, PatternError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -118,11 +121,12 @@ def _cgroup(text: str) -> str:
     return text
 
 
-def _regex(text: str) -> re.Pattern[str]:
+def _regex(text: str) -> Pattern:
+    """An RE2 pattern: the text it is matched against (argv) is anyone's."""
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+        return Pattern(text)
+    except (PatternError, MissingDependencyError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # -- aioringbuf exec ----------------------------------------------------------
@@ -131,11 +135,22 @@ EXEC_EPILOG = """\
 Columns: TIME (local, when exec returned), PCOMM (the new program's name, or
 the caller's if the exec failed), PID, PPID, RET (0 or -errno), ARGS (argv,
 shell-quoted; " ..." marks arguments left out: more than 128 or 4 KiB).
+Control characters, DEL, C1 and format characters, and bytes that are not
+UTF-8 are shown as escapes (\\x1b, \\n, \\u0085, \\xff): nothing a traced
+process chooses reaches the terminal as a control.
 
 --json prints one object per line with every field of aioringbuf.ExecEvent
 plus "time" (ISO 8601, UTC). Bytes that are not UTF-8 cannot appear in JSON:
-in JSON strings (and in the table) they are written as backslash escapes,
-e.g. the byte 0xff as \\xff.
+in JSON strings they are written as backslash escapes, e.g. the byte 0xff
+as \\xff; other characters are exact (JSON escapes controls itself).
+
+--name takes an RE2 pattern (google-re2, pip install 'aioringbuf[re2]'):
+matching takes time linear in the text whatever the pattern, so no argv
+can stall the trace; no backreferences or lookaround.
+
+Output is written by a thread of its own: if the reader of stdout stops
+reading, lines beyond 4 MiB are dropped and counted in the summary, and
+Ctrl-C or SIGTERM still end the trace at once.
 
 Stops at Ctrl-C, SIGTERM or --duration with exit status 0 and a summary on
 stderr: events seen and shown, and records lost in the kernel (ring full, or
@@ -162,7 +177,7 @@ def add_exec_command(sub: Any) -> None:
     p.add_argument("--uid", type=_uid, action="append", metavar="UID",
                    help="only execs by this real user id or name (repeatable)")
     p.add_argument("--name", type=_regex, metavar="REGEX",
-                   help="only execs where REGEX is found (re.search) in the command name "
+                   help="only execs where REGEX (RE2 syntax) is found in the command name "
                         "(PCOMM), the last component of the file name, or argv[0]")
     p.add_argument("--failed", action="store_true", help="only failed execs (RET < 0)")
     p.add_argument("--cgroup", type=_cgroup, metavar="PATH",
@@ -194,13 +209,13 @@ TABLE_HEADER = f"{'TIME':<8} {'PCOMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4} ARG
 
 
 def format_row(ev: ExecEvent) -> str:
-    """One table row, execsnoop style."""
+    """One table row, execsnoop style; every string escaped for a terminal."""
     clock = time.strftime("%H:%M:%S", time.localtime(ev.wall_time_ns // 1_000_000_000))
-    args = " ".join(shlex.quote(printable(a)) for a in ev.argv) or shlex.quote(
-        printable(ev.filename))
+    args = " ".join(shlex.quote(terminal(a)) for a in ev.argv) or shlex.quote(
+        terminal(ev.filename))
     if ev.args_truncated:
         args += " ..."
-    return f"{clock:<8} {printable(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.ret:>4} {args}"
+    return f"{clock:<8} {terminal(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.ret:>4} {args}"
 
 
 _json = msgspec.json.Encoder()
@@ -229,7 +244,7 @@ def format_exit_row(ev: ExitEvent) -> str:
     else:
         how = f"exit {ev.exit_code}"
     since = "exec" if ev.since_exec else "start"
-    return (f"{clock:<8} {printable(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.exit_code:>4} "
+    return (f"{clock:<8} {terminal(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.exit_code:>4} "
             f"[{how}, {ev.duration_ns / 1e9:.3f} s after its {since}]")
 
 
@@ -260,6 +275,7 @@ class ExecRun:
     stats: Any = None
     enter_drops: int | None = None
     exit_status: int = EXIT_OK
+    unwritten: int = 0  # lines stdout did not take (reader stalled or gone)
 
     def summary(self) -> str:
         st = self.stats
@@ -267,8 +283,10 @@ class ExecRun:
             return "aioringbuf exec: 0 events"
         kernel = "unknown" if st.kernel_drops is None else st.kernel_drops
         at_entry = f" ({self.enter_drops} at entry)" if self.enter_drops else ""
+        unwritten = (f", {self.unwritten} lines not written (stdout not read)"
+                     if self.unwritten else "")
         return (f"aioringbuf exec: {st.delivered} events ({self.shown} shown), "
-                f"{kernel} kernel drops{at_entry}, {st.queue_drops} queue drops")
+                f"{kernel} kernel drops{at_entry}, {st.queue_drops} queue drops{unwritten}")
 
 
 def run_exec(args: argparse.Namespace) -> int:
@@ -301,10 +319,12 @@ async def _cancel_on_signals(
             return
 
 
+STDOUT_GRACE = 0.5  # seconds at exit for queued lines to reach a slow reader
+
+
 async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
     accept = filter_from_args(args)
     fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
-    out = sys.stdout
     try:
         # In the kernel where it can be (what they leave out never enters the
         # ring, nor the summary's counts); ExecFilter checks them again.
@@ -312,12 +332,20 @@ async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
         events = exec_events(ring_size=args.ring_size, failed=args.failed, cgroup=args.cgroup,
                              uid=uids.pop() if len(uids) == 1 else None, exits=args.exits)
         async with events:
+            sys.stdout.flush()
+            gone = anyio.Event()
+            out = LineWriter(sys.stdout.fileno(), on_broken=_setter(gone))
             try:
                 _announce(args, out)
-                await _print_events(events, accept, fmt, out, run)
-            except BrokenPipeError:
-                _silence_stdout()  # the reader left (`| head`): that ends the trace
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_cancel_when_set, gone, tg.cancel_scope)
+                    await _print_events(events, accept, fmt, out, run)
+                    tg.cancel_scope.cancel()
             finally:
+                out.close(STDOUT_GRACE)
+                run.unwritten = out.dropped
+                if out.broken:
+                    _silence_stdout()  # the reader left (`| head`): that ends the trace
                 _finish(events, run)
     except NotPrivilegedError as exc:
         _error("exec", exc)
@@ -327,11 +355,28 @@ async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
         run.exit_status = EXIT_ERROR
 
 
-def _announce(args: argparse.Namespace, out: TextIO) -> None:
+def _setter(event: anyio.Event) -> Callable[[], None]:
+    """A function for another thread that sets ``event`` in this event loop."""
+    token = anyio.lowlevel.current_token()
+
+    def set_event() -> None:
+        try:
+            anyio.from_thread.run_sync(event.set, token=token)
+        except RuntimeError:
+            pass  # the loop has already ended
+
+    return set_event
+
+
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _announce(args: argparse.Namespace, out: LineWriter) -> None:
     """Tell readers the probes are attached: from now on no exec is missed."""
     if not args.json:
-        out.write(TABLE_HEADER + "\n")
-        out.flush()
+        out.write(TABLE_HEADER)
     print("aioringbuf exec: tracing exec() calls; Ctrl-C to stop", file=sys.stderr, flush=True)
 
 
@@ -339,20 +384,18 @@ async def _print_events(
     events: ExecEvents,
     accept: Callable[[ExecEvent], bool],
     fmt: Callable[[ExecEvent], str],
-    out: TextIO,
+    out: LineWriter,
     run: ExecRun,
 ) -> None:
     exit_fmt = format_exit_json if fmt is format_json else format_exit_row
     async for ev in events:
         if isinstance(ev, ExitEvent):
             if isinstance(accept, ExecFilter) and exit_accepted(accept, ev):
-                out.write(exit_fmt(ev) + "\n")
-                out.flush()
+                out.write(exit_fmt(ev))
                 run.shown += 1
             continue
         if accept(ev):
-            out.write(fmt(ev) + "\n")
-            out.flush()  # line by line: a reader (or `| grep`) sees each exec at once
+            out.write(fmt(ev))  # never blocks: the writer thread takes it line by line
             run.shown += 1
 
 

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Container
 from dataclasses import dataclass
 
-from ._errors import BpfObjectError, MapNotFoundError, RingSizeError
+from ._errors import BpfObjectError, MapNotFoundError, MapSizeError, RingSizeError
 
 EM_BPF = 247
 _BTF_MAGIC = 0xEB9F
@@ -39,9 +39,26 @@ def _extra_size(kind: int, vlen: int) -> int:
     return 0
 
 
+# A BTF-defined map says max_entries as the length of an int array, and the
+# kernel refuses BTF arrays of more than U32_MAX bytes ("Array size overflows
+# U32_MAX", kernel/bpf/btf.c): so at most U32_MAX // 4 entries, and the
+# largest ring (a power of two) is 512 MiB. max_entries itself is a u32.
+MAX_ENTRIES = 0xFFFFFFFF // 4
+MAX_RING_SIZE = 1 << (MAX_ENTRIES.bit_length() - 1)
+
+
 def check_ring_size(size: int, what: str = "ring size") -> None:
-    """Raise RingSizeError unless ``size`` is a power of two and page aligned."""
+    """Raise RingSizeError unless ``size`` is a power of two, page aligned, and
+    within the kernel's limit; before anything is rewritten or loaded."""
     page = mmap.PAGESIZE
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise RingSizeError(f"{what} must be an int, not {type(size).__name__}")
+    if size > MAX_RING_SIZE:
+        raise RingSizeError(
+            f"{what} {size} is too large: the kernel accepts ring buffers of at most "
+            f"{MAX_RING_SIZE} bytes ({MAX_RING_SIZE >> 20} MiB) in a BPF object's map "
+            "definitions"
+        )
     if size <= 0 or size & (size - 1) or size % page:
         hint = 1 << max(size - 1, page - 1).bit_length()
         raise RingSizeError(
@@ -113,6 +130,17 @@ class BpfElf:
             end = d.index(b"\0", str_off + name_off)
             sections[d[str_off + name_off : end].decode()] = (off, size, base)
         return sections
+
+    def tracepoints(self) -> list[tuple[str, str]]:
+        """(category, event) of each program in a ``tracepoint/`` or ``tp/`` section:
+        attaching them reads the event's id from tracefs."""
+        found = []
+        for section in self._sections:
+            kind, _, rest = section.partition("/")
+            category, _, event = rest.partition("/")
+            if kind in ("tracepoint", "tp") and category and event:
+                found.append((category, event))
+        return found
 
     # -- BTF -------------------------------------------------------------
 
@@ -207,6 +235,9 @@ class BpfElf:
                 )
             if m.type == _RINGBUF:
                 check_ring_size(size, f"ring size for map {name!r}")
+            elif not isinstance(size, int) or not 1 <= size <= MAX_ENTRIES:
+                raise MapSizeError(f"size {size!r} for map {name!r} is invalid: max_entries "
+                                   f"must be an int from 1 to {MAX_ENTRIES}")
             old_ptr = struct.unpack_from("<I", self.data, m.max_entries_member + 4)[0]
             old_arr = self._types[old_ptr][3]
             arr_pos = self._types[old_arr][0]

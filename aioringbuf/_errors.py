@@ -63,8 +63,12 @@ class WrongMapTypeError(AioRingBufError, TypeError):
     """The map exists but is not of the type the stream needs."""
 
 
-class RingSizeError(AioRingBufError, ValueError):
-    """A ring size the kernel would refuse with a bare EINVAL."""
+class MapSizeError(AioRingBufError, ValueError):
+    """A map size (``max_entries``) the kernel would refuse, checked before loading."""
+
+
+class RingSizeError(MapSizeError):
+    """A ring size the kernel would refuse with a bare EINVAL or a BTF error."""
 
 
 class EventLayoutError(AioRingBufError, TypeError):

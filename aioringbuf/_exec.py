@@ -37,6 +37,7 @@ from ._codec import S32, U32, U64, CStr, Event
 from ._elf import check_ring_size
 from ._errors import AioRingBufError, DecodeError, RecordSizeError
 from ._loader import BpfObject, load
+from ._pattern import Pattern
 from ._rodata import set_rodata
 from ._stats import StreamStats
 from ._stream import Overflow, RingBuffer
@@ -277,15 +278,17 @@ _EXEC_OR_EXIT = tagged(ExecEvent, ExitEvent)
 class ExecFilter:
     """Which exec events to keep; an empty filter keeps everything.
 
-    ``name`` is searched (``re.search``) in the command name, the last part
-    of the file name and argv[0]. Shared by ``aioringbuf exec`` and the web
-    example; cheap enough to run for every event in a hub's task.
+    ``name`` is searched in the command name, the last part of the file
+    name and argv[0]. Make it with :class:`aioringbuf.Pattern` (RE2: time
+    linear in the text, whatever the pattern) when the pattern comes from
+    someone else; a ``re.Pattern`` works too, but backtracks. Shared by
+    ``aioringbuf exec`` and the web example.
     """
 
     pids: frozenset[int] = frozenset()
     ppids: frozenset[int] = frozenset()
     uids: frozenset[int] = frozenset()
-    name: re.Pattern[str] | None = None
+    name: Pattern | re.Pattern[str] | None = None
     failed: bool = False  # only execs that returned an error
 
     def __call__(self, ev: ExecEvent) -> bool:
@@ -305,19 +308,6 @@ class ExecFilter:
             or search(ev.filename.rpartition("/")[2])
             or (ev.argv and search(ev.argv[0]))
         )
-
-
-def printable(s: str) -> str:
-    """A surrogate-escaped str (non-UTF-8 kernel bytes) as valid UTF-8 text.
-
-    The original bytes are written as backslash escapes (0xff -> ``\\xff``),
-    the only way they can go into JSON or a UTF-8 terminal.
-    """
-    try:
-        s.encode("utf-8")
-        return s
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class ExecEvents:

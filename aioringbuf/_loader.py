@@ -54,6 +54,36 @@ def check_privileges() -> None:
     os.close(fd)
 
 
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")  # where libbpf looks
+
+
+def check_tracefs(tracepoints: list[tuple[str, str]]) -> None:
+    """Raise NotPrivilegedError unless this process can read the tracepoints' ids.
+
+    libbpf reads ``events/CATEGORY/EVENT/id`` under tracefs to attach a
+    tracepoint program; tracefs is root-only by default, so CAP_BPF and
+    CAP_PERFMON pass check_privileges() and the attach fails later, with
+    libbpf's lines on stderr. Checked before loading, it is one clear error.
+    """
+    for category, event in tracepoints:
+        denied = None
+        for root in TRACEFS:
+            path = os.path.join(root, "events", category, event, "id")
+            try:
+                with open(path, "rb"):
+                    break
+            except PermissionError:
+                denied = denied or path
+            except OSError:
+                continue  # not mounted there: libbpf tries the next place, so do we
+        else:
+            if denied is not None:
+                raise NotPrivilegedError(
+                    f"reading {denied} (to attach the tracepoint {category}/{event})",
+                    ("CAP_DAC_READ_SEARCH",),
+                )
+
+
 class BpfObject:
     """A BPF object file, loaded and (by default) attached; see :func:`load`."""
 
@@ -83,6 +113,8 @@ class BpfObject:
         elf = BpfElf.from_path(self.path)
         elf.check_ring_sizes(skip=self._map_sizes)
         check_privileges()
+        if self._attach:
+            check_tracefs(elf.tracepoints())
         elf.set_max_entries(self._map_sizes)
         with tempfile.TemporaryDirectory(prefix="aioringbuf-") as tmp:
             load_path = self.path

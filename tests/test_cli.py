@@ -26,7 +26,8 @@ from privileges import AS_NOBODY
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
 SUMMARY = re.compile(
-    r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops$"
+    r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops"
+    r"(?:, (\d+) lines not written \(stdout not read\))?$"
 )
 
 
@@ -94,7 +95,14 @@ def summary(stderr: str) -> tuple[int, int, int, int]:
     m = SUMMARY.match(lines[-1])
     assert m, stderr
     assert "Traceback" not in stderr
-    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+    return tuple(int(g) for g in m.groups()[:4])  # type: ignore[return-value]
+
+
+def unwritten(stderr: str) -> int:
+    """Lines the CLI could not write to its stdout, from its summary (0 if none)."""
+    m = SUMMARY.match(stderr.strip().splitlines()[-1])
+    assert m, stderr
+    return int(m.group(5) or 0)
 
 
 def rows(stdout: str, mark: str) -> list[list[str]]:
@@ -268,6 +276,7 @@ def test_a_reader_that_leaves_ends_the_trace_quietly(kernel) -> None:
         status, _, err = cli.stop(sig=0)
     assert status == 0, err
     summary(err)
+    assert unwritten(err) >= 1  # the row that met EPIPE, at least, counted as not written
 
 
 def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
@@ -287,7 +296,7 @@ def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
 def test_usage_errors_and_help() -> None:
     bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--name", "("],
                          capture_output=True, text=True, env=env())
-    assert bad.returncode == 2 and "bad regular expression" in bad.stderr
+    assert bad.returncode == 2 and "bad pattern '('" in bad.stderr
     helptext = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--help"],
                               capture_output=True, text=True, env=env())
     assert helptext.returncode == 0

@@ -2,7 +2,15 @@
 
     .venv/bin/python examples/web/app.py --port 8000      # as root
 
-then open http://127.0.0.1:8000/. Routes:
+then open http://127.0.0.1:8000/. Beyond loopback it needs a token, read
+from a file only its owner can read (or ``$AIORINGBUF_WEB_TOKEN``), never
+given on the command line::
+
+    python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > token
+    chmod 600 token
+    .venv/bin/python examples/web/app.py --host 0.0.0.0 --token-file token
+
+Routes:
 
 * ``GET /``: a page that shows exec events live in a table (plain HTML and
   JavaScript from ``static/``: no CDN, no build step).
@@ -12,6 +20,11 @@ then open http://127.0.0.1:8000/. Routes:
   client when it falls ``--queue-size`` events behind (see ``sse.py``).
 * ``GET /metrics``: Prometheus metrics of the exec ring and the hub.
 * ``GET /stats``: the same counters as JSON (the page shows them).
+
+At most ``--max-streams`` event streams are open at once, and at most
+``--max-streams-per-client`` from one address; beyond that ``/events``
+answers 429 with ``Retry-After``. Request heads are limited to 8 KiB.
+The threat model: docs/security.md.
 
 One kernel consumer (``exec_events()``) feeds an ``aioringbuf.Broadcast``;
 every client is one subscription of it, so a stalled browser tab holds
@@ -29,9 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import pathlib
-import re
 import signal
 import socket
 import sys
@@ -44,8 +55,8 @@ import uvicorn
 from events import EventEncoder
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redact import Redactor
-from security import ENV_VAR, BrowserHeaders, TokenAuth, allowed_hosts
-from sse import POLICIES, EventsEndpoint, Shutdown
+from security import ENV_VAR, BrowserHeaders, HeadLimit, Session, TokenAuth, allowed_hosts
+from sse import POLICIES, EventsEndpoint, Shutdown, StreamLimits
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -56,9 +67,14 @@ from starlette.staticfiles import StaticFiles
 
 import aioringbuf
 from aioringbuf import Broadcast, exec_events, register_metrics
+from aioringbuf._elf import check_ring_size
+from aioringbuf._netguard import TokenError, read_token, refuse_open_listener
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_NOPERM = 77
+MAX_HEAD = 8192  # bytes of request line and headers (h11's limit; its default is 16 KiB)
 log = logging.getLogger("aioringbuf.web")
 
 
@@ -67,19 +83,30 @@ def create_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     redactor: Redactor | None = None,
-    queue_size: int = 1024,
+    queue_size: int = 4096,
     policy: str = "disconnect",
     ring_size: int = 8 << 20,
     shutdown_timeout: float = 2.0,
+    max_streams: int = 128,
+    max_streams_per_client: int = 32,
     on_ready: Any = None,
 ) -> Starlette:
-    """The ASGI app. Its lifespan attaches the exec probes and runs the hub."""
+    """The ASGI app. Its lifespan attaches the exec probes and runs the hub.
+
+    If attaching fails (no privileges, say), the error is kept in
+    ``app.state.startup_error`` for :func:`main` to report in one line.
+    """
     registry = CollectorRegistry()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with exec_events(ring_size=ring_size) as events, \
-                Broadcast(events, name="exec") as hub:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                events = await stack.enter_async_context(exec_events(ring_size=ring_size))
+            except aioringbuf.AioRingBufError as exc:
+                app.state.startup_error = exc
+                raise
+            hub = await stack.enter_async_context(Broadcast(events, name="exec"))
             registration = register_metrics(hub, name="exec", registry=registry)
             app.state.hub = hub
             app.state.events = events
@@ -106,18 +133,47 @@ def create_app(
     encoder = EventEncoder(redactor or Redactor())
     routes = [
         Route("/", page),
-        Route("/events", EventsEndpoint(encoder, queue_size, policy)),
+        Route("/events", EventsEndpoint(encoder, queue_size, policy,
+                                        StreamLimits(max_streams, max_streams_per_client))),
         Route("/metrics", metrics_page),
         Route("/stats", stats_page),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
+        Middleware(HeadLimit, limit=MAX_HEAD),
         Middleware(BrowserHeaders),
         Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host)),
     ]
     if token:
-        middleware.append(Middleware(TokenAuth, token=token))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+        middleware.append(Middleware(TokenAuth, token=token, session=Session()))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.startup_error = None
+    return app
+
+
+class QuietStartupFailure:
+    """ASGI wrapper: a start-up error the app reports itself is not also logged as a
+    traceback by the server (Starlette sends one with ``lifespan.startup.failed``)."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def quiet(message: Any) -> None:
+            if (message["type"] == "lifespan.startup.failed"
+                    and self.app.state.startup_error is not None):
+                message = {"type": "lifespan.startup.failed", "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, quiet)
+        except aioringbuf.AioRingBufError:
+            if self.app.state.startup_error is None:
+                raise
 
 
 class Server(uvicorn.Server):
@@ -170,19 +226,24 @@ class Server(uvicorn.Server):
             await self.lifespan.shutdown()
 
 
-class _AbortIsNotAnError(logging.Filter):
+class _NotErrorsOfOurs(logging.Filter):
     """uvicorn logs an unfinished response as an error; for /events it is our way to
-    close a dropped client's connection (sse.py), which sse.py logs itself."""
+    close a dropped client's connection (sse.py), which sse.py logs itself. And a
+    start-up failure that main() reports in one line needs no second one."""
+
+    QUIET = ("ASGI callable returned without completing response.",
+             "Application startup failed. Exiting.")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing response."
+        return record.getMessage() not in self.QUIET
 
 
-def _regex(text: str) -> re.Pattern[str]:
+def _regex(text: str) -> aioringbuf.Pattern:
+    """An RE2 pattern: it runs on every argv, which anyone on the machine chooses."""
     try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+        return aioringbuf.Pattern(text)
+    except (aioringbuf.PatternError, aioringbuf.MissingDependencyError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -190,20 +251,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: 8000)")
-    p.add_argument("--token", default=os.environ.get(ENV_VAR) or None,
-                   help=f"require this bearer token on every route (default: ${ENV_VAR}); "
-                        "needed to listen beyond loopback")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="require the token in FILE (its first line; chmod 600) on every "
+                        f"route; default: ${ENV_VAR} if set. Needed to listen beyond loopback")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # refused: see below
     p.add_argument("--redact", type=_regex, action="append", default=[], metavar="REGEX",
                    help="also mask what REGEX matches in argv (its first group, if it has "
                         "one) with ***; repeatable")
     p.add_argument("--no-default-redaction", action="store_true",
                    help="do not mask password=, token=, --key VALUE, user:pass@ and the like")
-    p.add_argument("--queue-size", type=int, default=1024,
-                   help="events a client may fall behind (default: 1024)")
+    p.add_argument("--queue-size", type=int, default=4096,
+                   help="events a client may fall behind, counted before its filter: more "
+                        "than one drained batch of the ring (1024) (default: 4096)")
     p.add_argument("--policy", choices=POLICIES, default="disconnect",
                    help="what happens to a client that falls further behind (default: "
                         "disconnect; clients may ask for ?policy=drop_oldest)")
-    p.add_argument("--ring-size", type=int, default=8 << 20, help="kernel ring size in bytes")
+    p.add_argument("--ring-size", type=int, default=8 << 20,
+                   help="kernel ring size in bytes, a power of two up to 512 MiB")
+    p.add_argument("--max-streams", type=int, default=128, metavar="N",
+                   help="event streams open at once, from everyone (default: 128)")
+    p.add_argument("--max-streams-per-client", type=int, default=32, metavar="N",
+                   help="event streams open at once from one address (default: 32)")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="uvicorn's event loop (default: uvloop if installed)")
     p.add_argument("--shutdown-timeout", type=float, default=2.0, metavar="SECONDS",
@@ -212,12 +280,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--access-log", action="store_true",
                    help="log every request (off by default: URLs may carry ?token=)")
     args = p.parse_args(argv)
-    loopback = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
-    if not loopback and not args.token:
-        p.error(f"--host {args.host} exposes every exec on this machine: set --token too")
-    if args.queue_size < 1:
-        p.error("--queue-size must be at least 1")
+    if args.token is not None:
+        p.error("--token would show the token to every local user (/proc/PID/cmdline): "
+                f"put it in a file for --token-file (chmod 600), or in ${ENV_VAR}")
+    for name in ("queue_size", "max_streams", "max_streams_per_client"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        check_ring_size(args.ring_size, "--ring-size")
+        args.token = read_token(args.token_file, ENV_VAR)
+    except (aioringbuf.RingSizeError, TokenError) as exc:
+        p.error(str(exc))
     return args
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket for ``host`` (a name or an address) and ``port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def _say(message: object) -> None:
+    print(f"web: {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,18 +309,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         aioringbuf.check_privileges()
     except aioringbuf.NotPrivilegedError as exc:
-        print(f"web: {exc}", file=sys.stderr)
+        _say(exc)
         return EXIT_NOPERM
     # Bind first, so that --port 0 is known before the ready line and a
-    # port in use fails before anything is loaded into the kernel.
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.create_server((args.host, args.port), family=family, backlog=128)
+    # port in use fails before anything is loaded into the kernel; then
+    # look at what was bound, not at the name that was asked for.
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as exc:
+        _say(f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}")
+        return EXIT_ERROR
+    try:
+        refuse_open_listener(sock.getsockname(), args.host, args.token,
+                             f"give a token (--token-file FILE or ${ENV_VAR})")
+    except TokenError as exc:
+        sock.close()
+        _say(exc)
+        return EXIT_USAGE
     port = sock.getsockname()[1]
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
-    url = f"http://{shown_host}:{port}/" + (f"?token={args.token}" if args.token else "")
+    url = f"http://{shown_host}:{port}/"
+    # The token is never printed: whoever reads this log is not necessarily
+    # allowed to read the stream.
+    how = " (token required: open the page once as /?token=... )" if args.token else ""
 
     def ready() -> None:
-        print(f"aioringbuf web: serving {url} (exec probes attached; Ctrl-C to stop)",
+        print(f"aioringbuf web: serving {url}{how} (exec probes attached; Ctrl-C to stop)",
               file=sys.stderr, flush=True)
 
     app = create_app(
@@ -247,15 +345,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy=args.policy,
         ring_size=args.ring_size,
         shutdown_timeout=args.shutdown_timeout,
+        max_streams=args.max_streams,
+        max_streams_per_client=args.max_streams_per_client,
         on_ready=ready,
     )
-    logging.getLogger("uvicorn.error").addFilter(_AbortIsNotAnError())
+    logging.getLogger("uvicorn.error").addFilter(_NotErrorsOfOurs())
     config = uvicorn.Config(
-        app,
+        QuietStartupFailure(app),
         loop=args.loop,
         lifespan="on",
         access_log=args.access_log,
         log_level="info",
+        # h11 (not httptools, which has no limit on a request's head) with
+        # a small head: a request line and headers of at most 8 KiB.
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEAD,
+        ws="none",  # no WebSocket routes: upgrades are refused before the app
+        # Every connection costs a file descriptor: beyond the event streams
+        # and some room for pages and scrapes, uvicorn answers 503.
+        limit_concurrency=args.max_streams + 64,
+        timeout_keep_alive=5,
         # Server.shutdown ends the event streams and cuts those stuck on
         # stalled clients after --shutdown-timeout; this bounds the wait for
         # other slow responses (a page or /metrics to a client not reading).
@@ -271,6 +380,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         Server(config, app).run(sockets=[sock])
     except KeyboardInterrupt:  # a signal asked us to stop, and we did
         pass
+    except SystemExit:  # uvicorn's exit when the app's start-up failed
+        error = app.state.startup_error
+        if error is None:
+            raise
+        _say(error)
+        return EXIT_NOPERM if isinstance(error, aioringbuf.NotPrivilegedError) else EXIT_ERROR
     return 0
 
 

@@ -2,7 +2,10 @@
 
 The subscription is made *before* the response headers go out, so a client
 that has the headers (``EventSource.onopen``, or httpx returning the
-response) receives every exec from then on.
+response) receives every exec from then on. The client's filter runs
+here, in its own task, on what it receives: the hub's pump only queues,
+so no filter can slow the other clients or the kernel consumer. The
+queue (``--queue-size``) therefore holds events before filtering.
 
 Messages: ``event: exec`` with the event as JSON; ``event: dropped`` with
 the number of events this client lost to ``policy=drop_oldest`` since the
@@ -29,9 +32,11 @@ server never waits on a client that does not read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from events import EventEncoder, filter_from_query
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -46,8 +51,47 @@ HEADERS = [
     (b"x-accel-buffering", b"no"),  # tell a reverse proxy not to buffer the stream
 ]
 POLICIES = ("disconnect", "drop_oldest")
+Filter = Callable[[Any], bool]
 
 log = logging.getLogger("aioringbuf.web")
+
+
+RETRY_AFTER = 10  # seconds a client refused for too many streams should wait
+
+
+class StreamLimits:
+    """How many event streams may be open: in all, and from one client address.
+
+    Each open stream holds a connection, a hub subscription and its queue;
+    without a cap, anyone who can connect can open thousands and make every
+    event (and every ``/stats``) cost thousands of offers. Behind a reverse
+    proxy every client has the proxy's address: raise the per-client cap.
+    """
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._open: dict[str, int] = {}  # address -> streams; never more than `total` keys
+        self._count = 0
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot for ``client``; None if taken, else why not (for the 429)."""
+        if self._count >= self.total:
+            return f"{self.total} event streams are open, the most this server allows"
+        mine = self._open.get(client, 0)
+        if mine >= self.per_client:
+            return f"{mine} event streams are open from {client}, the most allowed from one address"
+        self._open[client] = mine + 1
+        self._count += 1
+        return None
+
+    def release(self, client: str) -> None:
+        left = self._open[client] - 1
+        if left:
+            self._open[client] = left
+        else:
+            del self._open[client]
+        self._count -= 1
 
 
 class Shutdown:
@@ -72,10 +116,12 @@ def _body(data: bytes, more: bool = True) -> dict[str, Any]:
 class EventsEndpoint:
     """The ASGI app behind ``/events``; it finds ``hub`` and ``shutdown`` in ``app.state``."""
 
-    def __init__(self, encoder: EventEncoder, maxsize: int, policy: str) -> None:
+    def __init__(self, encoder: EventEncoder, maxsize: int, policy: str,
+                 limits: StreamLimits) -> None:
         self.encoder = encoder
         self.maxsize = maxsize
         self.policy = policy
+        self.limits = limits
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope)
@@ -90,12 +136,31 @@ class EventsEndpoint:
         except ValueError as exc:
             await PlainTextResponse(f"{exc}\n", 400)(scope, receive, send)
             return
+        address = request.client.host if request.client else "?"
+        refused = self.limits.acquire(address)
+        if refused is not None:
+            await PlainTextResponse(f"429 Too Many Requests: {refused}; retry later\n", 429,
+                                    headers={"retry-after": str(RETRY_AFTER)})(
+                scope, receive, send)
+            return
+        try:
+            outcome = await self._subscribed(request, accept, policy, receive, send)
+        finally:
+            self.limits.release(address)
+        if outcome is not None:
+            await self._finish(request, outcome, send)
+
+    async def _subscribed(self, request: Request, accept: Filter | None, policy: str,
+                          receive: Any, send: Any) -> str | None:
         hub: Broadcast[Any] = request.app.state.hub
         shutdown: Shutdown = request.app.state.shutdown
-        async with hub.subscribe(maxsize=self.maxsize, policy=policy, filter=accept) as sub:
+        async with hub.subscribe(maxsize=self.maxsize, policy=policy) as sub:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
             await send(_body(b"retry: 2000\n: subscribed\n\n"))
-            outcome = await self._serve(sub, shutdown, receive, send)
+            return await self._serve(sub, accept, shutdown, receive, send)
+
+    async def _finish(self, request: Request, outcome: str, send: Any) -> None:
+        scope = request.scope
         if outcome in ("dropped", "cut"):
             client = request.client
             who = f"{client.host}:{client.port}" if client else "?"
@@ -110,8 +175,8 @@ class EventsEndpoint:
         if outcome == "ended":  # the hub ended: the server is shutting down
             await send(_body(b"", more=False))
 
-    async def _serve(self, sub: Subscription[Any], shutdown: Shutdown, receive: Any,
-                     send: Any) -> str:
+    async def _serve(self, sub: Subscription[Any], accept: Filter | None, shutdown: Shutdown,
+                     receive: Any, send: Any) -> str:
         """Stream until the client leaves ("left"), is dropped, the hub ends ("ended"),
         or shutdown cuts a stream stuck writing ("cut")."""
         outcome = "ended"
@@ -140,7 +205,7 @@ class EventsEndpoint:
             tg.start_soon(dropped)
             tg.start_soon(cut)
             try:
-                await self._stream(sub, send)
+                await self._stream(sub, accept, send)
             except SlowSubscriberError:
                 outcome = "dropped"
             except (anyio.EndOfStream, anyio.BrokenResourceError):
@@ -148,21 +213,25 @@ class EventsEndpoint:
             tg.cancel_scope.cancel()
         return outcome
 
-    async def _stream(self, sub: Subscription[Any], send: Any) -> None:
+    async def _stream(self, sub: Subscription[Any], accept: Filter | None, send: Any) -> None:
         encode = self.encoder.sse
         reported = 0
+        quiet_until = anyio.current_time() + HEARTBEAT
         while True:
             first = None
-            with anyio.move_on_after(HEARTBEAT):
+            with anyio.move_on_after(max(0.0, quiet_until - anyio.current_time())):
                 first = await sub.receive()
             if first is None:
                 await send(_body(b": keepalive\n\n"))
+                quiet_until = anyio.current_time() + HEARTBEAT
                 continue
-            parts = [encode(first)]
+            parts = [encode(first)] if accept is None or accept(first) else []
             pending: BaseException | None = None
             try:
-                while len(parts) < MAX_BATCH:
-                    parts.append(encode(sub.receive_nowait()))
+                for _ in range(MAX_BATCH - 1):  # bounded work between two checkpoints
+                    ev = sub.receive_nowait()
+                    if accept is None or accept(ev):
+                        parts.append(encode(ev))
             except anyio.WouldBlock:
                 pass
             except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
@@ -171,6 +240,10 @@ class EventsEndpoint:
             if dropped > reported:
                 parts.insert(0, b"event: dropped\ndata: %d\n\n" % (dropped - reported))
                 reported = dropped
-            await send(_body(b"".join(parts)))
+            if parts:
+                await send(_body(b"".join(parts)))
+                quiet_until = anyio.current_time() + HEARTBEAT
+            else:
+                await anyio.lowlevel.checkpoint()
             if pending is not None:
                 raise pending
