@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * exec.bpf.c - one record per execve()/execveat() attempt: who, what, result.
  *
@@ -292,4 +292,4 @@ int on_process_exec(struct trace_event_raw_sched_process_exec *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
