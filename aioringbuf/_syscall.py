@@ -157,7 +157,9 @@ class _ProgInfo(ctypes.Structure):
         ("nr_map_ids", ctypes.c_uint32),
         ("map_ids", ctypes.c_uint64),
         ("name", ctypes.c_char * 16),
-        ("_rest", ctypes.c_uint8 * 128),
+        ("ifindex", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),  # bit 0: gpl_compatible, from SEC("license")
+        ("_rest", ctypes.c_uint8 * 120),
     ]
 
 
@@ -219,6 +221,7 @@ class ProgInfo:
     id: int
     name: str
     map_ids: tuple[int, ...]
+    gpl_compatible: bool = False
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -232,7 +235,9 @@ def prog_info(fd: int) -> ProgInfo:
     attr.info.info = ctypes.addressof(info)
     bpf(BPF_OBJ_GET_INFO_BY_FD, attr, f"reading program info of fd {fd}")
     n = min(info.nr_map_ids, len(ids))
-    return ProgInfo(info.id, info.name.decode(errors="replace"), tuple(ids[:n]))
+    return ProgInfo(
+        info.id, info.name.decode(errors="replace"), tuple(ids[:n]), bool(info.flags & 1)
+    )
 
 
 def find_prog_fd(name: str, map_id: int) -> int:

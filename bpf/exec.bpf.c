@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * exec.bpf.c - one record per exec attempt: who, what, result, and context.
  *
@@ -574,4 +574,4 @@ int BPF_PROG(on_process_exit, struct task_struct *p)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

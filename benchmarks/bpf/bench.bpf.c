@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* The one program every consumer in the benchmark reads: the producer's
  * getpgid(n) becomes a 32-byte bench_rec carrying n, written to a ring
  * buffer (default or adaptive wakeups) or to a perf event array, as
@@ -54,4 +54,4 @@ int on_getpgid(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* The benchmark's record and control slots, shared by bench.bpf.c, the C
  * peers and (mirrored) the Python consumers and BCC's copy of the program. */
 #ifndef BENCH_H

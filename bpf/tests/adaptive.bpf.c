@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* ringgen with adaptive wakeups: each BPF_PROG_TEST_RUN writes one
  * { u64 seq; u64 aux } record through AIORINGBUF_SUBMIT_ADAPTIVE (or, with
  * the packet's flags bit 0 set, AIORINGBUF_OUTPUT_ADAPTIVE), so a test can
@@ -46,4 +46,4 @@ int adaptive(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

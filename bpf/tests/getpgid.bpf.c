@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* Turns os.getpgid(n) in the target process into a record carrying n:
  * the tests' way to make the kernel produce records from real syscalls. */
 #include "vmlinux.h"
@@ -41,4 +41,4 @@ int on_getpgid(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* Writes one layout_sample and one layout_tail with known values per run,
  * so the codec's idea of C alignment is checked against the compiler's. */
 #include "vmlinux.h"
@@ -56,4 +56,4 @@ int layout(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

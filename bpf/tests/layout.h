@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* Structs with every kind of field and padding the codec must match; the
  * Python test declares the same layouts as Events and checks each field. */
 #ifndef LAYOUT_H

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* ringgen for perf buffers: each BPF_PROG_TEST_RUN of the program tries to
  * write one perfgen_rec, numbered by a global sequence counter, with the
  * packet (after the command header) as its payload, into the perf ring of
@@ -72,4 +72,4 @@ int perfgen(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

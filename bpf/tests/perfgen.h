@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* The record of perfgen.bpf.c; the Python tests mirror it. Test-run packets
  * start with the same 16-byte command header as ringgen's (ringgen.h). */
 #ifndef PERFGEN_H

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* A record generator driven by BPF_PROG_TEST_RUN: each run of the program
  * tries to write one record numbered by a global sequence counter, so a
  * test can produce any number of records (repeat=N) of any size and content
@@ -80,4 +80,4 @@ int ringgen(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* Command header that tests put at the front of a BPF_PROG_TEST_RUN packet
  * for ringgen.bpf.c; the Python tests mirror it. */
 #ifndef RINGGEN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /* The record of getpgid.bpf.c: DESIGN.md's Sample plus the syscall argument. */
 #ifndef SAMPLE_H
 #define SAMPLE_H
