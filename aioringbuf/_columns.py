@@ -22,7 +22,7 @@ numpy is optional (``pip install aioringbuf[arrays]``).
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._codec import (
     _CArray,
@@ -43,7 +43,7 @@ from ._perfring import (
     PerfRingCorrupt,
     padded_raw_size,
 )
-from ._ring import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, WalkResult, record_span
+from ._ring import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, record_span
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,6 +51,19 @@ if TYPE_CHECKING:
 _u32 = struct.Struct("<I").unpack_from
 _u64 = struct.Struct("<Q").unpack_from
 _perf_header = struct.Struct("<IHH").unpack_from
+
+
+class TakeResult(NamedTuple):
+    """Where a columnar walk stopped and what it passed: the facts of the
+    record walks' result, by name (its own type, so that it does not follow
+    every change of theirs)."""
+
+    pos: int  # the position after the last record consumed
+    busy: bool = False  # stopped at a BUSY record
+    discarded: int = 0
+    decode_errors: int = 0
+    error: BaseException | None = None  # set only when strict
+    lost: int = 0  # perf rings: samples PERF_RECORD_LOST records reported
 
 
 def numpy() -> Any:
@@ -197,11 +210,11 @@ def _bad_record(cols: Columns, buf: Any, off: int, n: int) -> BaseException:
 
 
 def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int,
-              cols: Columns, strict: bool) -> tuple[Any, WalkResult]:
+              cols: Columns, strict: bool) -> tuple[Any, TakeResult]:
     """Copy committed records from ``cons`` up to ``prod`` (at most ``budget``)
     into one array of ``cols.dtype``; the accounting of ``_ring.walk``.
 
-    Returns ``(array or None, WalkResult)``. The header words of the span are
+    Returns ``(array or None, TakeResult)``. The header words of the span are
     read first and the records copied after them: on x86-64 loads are not
     reordered with older loads, so a record whose header said "committed"
     is copied with the kernel's data (see _ringmap for the ordering).
@@ -251,11 +264,11 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
             error = _bad_record(cols, data, off + HEADER_SIZE, length)
             break
     arr = cols.concat(pieces) if pieces else None
-    return arr, WalkResult(cons, busy, discarded, decode_errors, error)
+    return arr, TakeResult(cons, busy, discarded, decode_errors, error)
 
 
 def perf_take(data: Any, base: int, size: int, tail: int, head: int, budget: int,
-              cols: Columns, strict: bool) -> tuple[Any, WalkResult]:
+              cols: Columns, strict: bool) -> tuple[Any, TakeResult]:
     """Copy samples from ``tail`` up to ``head`` (at most ``budget``) into one
     array of ``cols.dtype``; the accounting of ``_perfring.walk_perf`` with
     ``exact_size`` the type's size (``lost`` sums PERF_RECORD_LOST records).
@@ -322,4 +335,4 @@ def perf_take(data: Any, base: int, size: int, tail: int, head: int, budget: int
         pieces.append(np_.frombuffer(bytes(buf[start : start + raw]), cols.dtype).copy())
         taken += 1
     arr = cols.concat(pieces) if pieces else None
-    return arr, WalkResult(tail, False, 0, decode_errors, error, lost)
+    return arr, TakeResult(tail, False, 0, decode_errors, error, lost)

@@ -32,7 +32,7 @@ from collections.abc import MutableSequence
 from typing import Any, Protocol
 
 from . import _syscall
-from ._columns import Columns, perf_take, ring_take
+from ._columns import Columns, TakeResult, perf_take, ring_take
 from ._fast import walk, walk_perf
 from ._perfmap import PerfRings
 from ._ring import Decode, WalkResult
@@ -90,7 +90,7 @@ class RingSource:
                     budget, self._decode, events, starts, strict)
 
     def read_columns(self, cols: Columns, budget: int, strict: bool,
-                     span: tuple[int, int] | None = None) -> tuple[Any, int, WalkResult]:
+                     span: tuple[int, int] | None = None) -> tuple[Any, int, TakeResult]:
         mem = self._mem
         assert mem is not None
         cons, prod = span or (mem.consumer_pos(), mem.producer_pos())
@@ -193,7 +193,7 @@ class PerfSource:
         return WalkResult(0, decode_errors=decode_errors)
 
     def read_columns(self, cols: Columns, budget: int, strict: bool,
-                     span: tuple[int, int] | None = None) -> tuple[Any, int, WalkResult]:
+                     span: tuple[int, int] | None = None) -> tuple[Any, int, TakeResult]:
         assert self._rings is not None
         if span is not None:  # losses in it were counted when it was first read
             ring = self._cur
@@ -217,10 +217,10 @@ class PerfSource:
             if arr is not None or error is not None:
                 self._cur = ring
                 self._next = (i + 1) % n
-                return arr, tail, WalkResult(pos, False, 0, decode_errors, error)
+                return arr, tail, TakeResult(pos, False, 0, decode_errors, error)
             ring.publish_tail(pos)
         self._cur = None
-        return None, 0, WalkResult(0, decode_errors=decode_errors)
+        return None, 0, TakeResult(0, decode_errors=decode_errors)
 
     def reread(self, start: int, end: int, events: list[Any],
                starts: MutableSequence[int]) -> None:
