@@ -5,9 +5,11 @@ The third way to iterate a stream, next to ``async for ev`` and
 overflow policies; the three may be mixed on one stream:
 
 * ``"block"``: each step drains the ring straight into one array (see
-  ``_columns``: one strided block copy per contiguous span, no Python object
-  per record). If ``async for`` left part of a batch undelivered, the next
-  array is exactly that part, copied again from the ring, where it still is.
+  ``_columns``: one block copy per contiguous span, no Python object per
+  record), up to ``maxsize`` records: the per-wakeup ``budget`` is sized for
+  decoding objects, which costs some 20 times more per record. If ``async
+  for`` left part of a batch undelivered, the next array is exactly that
+  part, copied again from the ring, where it still is.
 * ``"drop_oldest"`` / ``"drop_newest"``: the background task queues decoded
   events (any style may ask for them next); each step turns what is queued
   into one array.
@@ -28,6 +30,7 @@ import anyio
 import anyio.lowlevel
 
 from ._columns import Columns, columns_for
+from ._stream import _BUSY_BACKOFF
 
 if TYPE_CHECKING:
     from ._stream import EventStream
@@ -71,14 +74,12 @@ class Arrays:
 async def _fill(s: EventStream[Any], cols: Columns) -> Any:
     """EventStream._fill_batch, into one array: wait for committed records,
     copy them out, and hand them over as one delivered batch."""
-    from ._stream import _BUSY_BACKOFF
-
     s._check_open()
     s._retire_batch()
     if s._pending_error is not None:
         err, s._pending_error = s._pending_error, None
         raise err
-    budget = min(s._budget, s.maxsize)
+    budget = s.maxsize  # not s._budget: a step costs a small fraction of a batch's
     waited = False
     while True:
         s._check_open()

@@ -143,7 +143,10 @@ class Columns:
         self.stride = record_span(self.size)
         self.ring_header = np_.dtype({"names": ["len"], "formats": ["<u4"],
                                       "offsets": [0], "itemsize": self.stride})
-        self.ring_record = np_.dtype({"names": ["rec"], "formats": [self.dtype],
+        # The struct as opaque bytes: numpy copies a void item with one memcpy
+        # (a structured one field by field, several times slower); the copy
+        # is then viewed as the C layout.
+        self.ring_record = np_.dtype({"names": ["rec"], "formats": [f"V{self.size}"],
                                       "offsets": [HEADER_SIZE], "itemsize": self.stride})
         # Perf ring: perf_event_header, u32 raw size, the struct, the kernel's padding.
         self.padded = padded_raw_size(self.size)
@@ -151,22 +154,17 @@ class Columns:
         self.perf_header = np_.dtype({"names": ["type", "size", "raw"],
                                       "formats": ["<u4", "<u2", "<u4"],
                                       "offsets": [0, 6, 8], "itemsize": self.perf_stride})
-        self.perf_record = np_.dtype({"names": ["rec"], "formats": [self.dtype],
+        self.perf_record = np_.dtype({"names": ["rec"], "formats": [f"V{self.size}"],
                                       "offsets": [RAW_OFFSET], "itemsize": self.perf_stride})
-        self.empty = np_.empty(0, self.dtype)
+        self.raw = np_.dtype(f"V{self.size}")
         self._good = self.size
         self._discard = self.size | DISCARD_BIT
 
     def concat(self, pieces: list[Any]) -> Any:
+        """Pieces of raw structs (``V{size}`` items, maybe strided) as one array."""
         if len(pieces) == 1:
-            return pieces[0]
-        # Not np.concatenate: its result type drops the padding of the C layout.
-        out = self.np.empty(sum(len(p) for p in pieces), self.dtype)
-        i = 0
-        for p in pieces:
-            out[i : i + len(p)] = p
-            i += len(p)
-        return out
+            return pieces[0].view(self.dtype)
+        return self.np.concatenate(pieces).view(self.dtype)
 
     def from_events(self, events: list[Any]) -> Any:
         """Decoded events back to their C layout (for streams whose records were
@@ -200,6 +198,16 @@ def columns_for(event_type: type | None) -> Columns:
     return hit
 
 
+def _block(np_: Any, data: Any, off: int, k: int, stride: int, record: Any, keep: Any) -> Any:
+    """``k`` records at ``off`` as raw structs: one block copy of their span
+    (headers included), seen through ``record`` (the struct as a ``V{size}``
+    field at its offset, itemsize the stride), so the structs need no second
+    copy; with ``keep`` (a mask) only those, then contiguous."""
+    block = np_.frombuffer(data, np_.uint8, k * stride, off).copy()
+    recs = block.view(record)["rec"]
+    return recs if keep is None else recs[keep]
+
+
 def _bad_record(cols: Columns, buf: Any, off: int, n: int) -> BaseException:
     """The error the event decoder raises for a record of the wrong size."""
     try:
@@ -228,23 +236,25 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
     error: BaseException | None = None
     while cons < prod and taken < budget:
         off = base + (cons & mask)
-        n = (prod - cons) // stride
+        # No more than the budget: discards among them only make a second round.
+        n = min((prod - cons) // stride, budget - taken)
         k = 0
         if n:
-            words = np_.frombuffer(data, cols.ring_header, n, off)["len"].copy()
-            regular = (words == good_word) | (words == discard_word)
-            k = n if regular.all() else int(regular.argmin())
-            if k:
-                good = words[:k] == good_word
+            live = np_.frombuffer(data, cols.ring_header, n, off)["len"]
+            good = live == good_word  # each header read once, before any data
+            if good.all():  # the common case: n records of the type, nothing else
+                k = ngood = n
+            else:
+                words = live.copy()  # read again, once: decide on this copy only
+                good = words == good_word
+                regular = good | (words == discard_word)
+                k = n if regular.all() else int(regular.argmin())
+                good = good[:k]
                 ngood = int(np_.count_nonzero(good))
-                left = budget - taken
-                if ngood >= left and k > left:  # the walk stops right after its budget-th record
-                    k = int(np_.flatnonzero(good)[left - 1]) + 1
-                    good = good[:k]
-                    ngood = left
-                recs = np_.frombuffer(data, cols.ring_record, k, off)["rec"]
-                pieces.append(recs.copy() if ngood == k else recs[good])
-                del recs
+            del live
+            if k:
+                pieces.append(_block(np_, data, off, k, stride, cols.ring_record,
+                                     None if ngood == k else good))
                 taken += ngood
                 discarded += k - ngood
                 cons += k * stride
@@ -285,7 +295,7 @@ def perf_take(data: Any, base: int, size: int, tail: int, head: int, budget: int
     error: BaseException | None = None
     while tail < head and taken < budget:
         off = tail & mask
-        n = min(head - tail, size - off) // stride
+        n = min(min(head - tail, size - off) // stride, budget - taken)
         if n:
             hdr = np_.frombuffer(data, cols.perf_header, n, base + off).copy()
             regular = ((hdr["type"] == PERF_RECORD_SAMPLE) & (hdr["size"] == stride)
@@ -293,9 +303,7 @@ def perf_take(data: Any, base: int, size: int, tail: int, head: int, budget: int
             k = n if regular.all() else int(regular.argmin())
             k = min(k, budget - taken)
             if k:
-                recs = np_.frombuffer(data, cols.perf_record, k, base + off)["rec"]
-                pieces.append(recs.copy())
-                del recs
+                pieces.append(_block(np_, data, base + off, k, stride, cols.perf_record, None))
                 taken += k
                 tail += k * stride
                 continue
@@ -332,7 +340,7 @@ def perf_take(data: Any, base: int, size: int, tail: int, head: int, budget: int
                 break
             continue
         start = roff + RAW_OFFSET
-        pieces.append(np_.frombuffer(bytes(buf[start : start + raw]), cols.dtype).copy())
+        pieces.append(np_.frombuffer(bytearray(buf[start : start + raw]), cols.raw))
         taken += 1
     arr = cols.concat(pieces) if pieces else None
     return arr, TakeResult(tail, False, 0, decode_errors, error, lost)

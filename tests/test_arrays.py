@@ -144,8 +144,8 @@ async def test_a_cancelled_step_leaves_its_records_for_the_next(ringgen_factory)
 async def test_closing_keeps_undelivered_records_in_the_ring(ringgen_factory) -> None:
     gen = ringgen_factory()
     gen.produce(10, b"abcdefgh")
-    async with gen.obj.ring_buffer("events", Seq8, budget=4) as rb:
-        first = await rb.arrays().__anext__()
+    async with gen.obj.ring_buffer("events", Seq8, maxsize=4) as rb:
+        first = await rb.arrays().__anext__()  # a step takes at most maxsize
         assert rb.stats().delivered == 4
     async with gen.obj.ring_buffer("events", Seq8) as rb:
         rest = await read_arrays(rb, 6)

@@ -1,7 +1,8 @@
 """aioringbuf as a benchmark consumer (see common.py for the protocol).
 
-Extra arguments: ``iter`` or ``batch`` (``async for ev in stream`` or
-``async for batch in stream.batches()``; ``idle`` reads nothing: the
+Extra arguments: ``iter``, ``batch`` or ``arrays`` (``async for ev in
+stream``, ``async for batch in stream.batches()`` or ``async for arr in
+stream.arrays()``, numpy columns); ``idle`` reads nothing: the
 producer-alone baseline, with MODE drain), then the anyio backend
 (asyncio, uvloop or trio). AIORINGBUF_PURE=1 in the environment runs the
 pure-Python path.
@@ -63,6 +64,25 @@ async def consume_batches(stream, mode: str, target: int, lat: list[int]) -> Non
             pass
 
 
+async def consume_arrays(stream, mode: str, target: int, lat: list[int]) -> None:
+    now = time.monotonic_ns
+    if mode == "latency":
+        async for arr in stream.arrays():
+            lat.extend((now() - arr["ts_ns"].astype("int64")).tolist())
+    elif mode == "drain":
+        n = 0
+        async for arr in stream.arrays():
+            n += len(arr)
+            if n >= target:
+                return
+    else:
+        async for _ in stream.arrays():
+            pass
+
+
+CONSUME = {"iter": consume_iter, "batch": consume_batches, "arrays": consume_arrays}
+
+
 async def main(args: common.Args) -> None:
     style = args.extra[0] if args.extra else "iter"
     kind = args.kind
@@ -81,6 +101,8 @@ async def main(args: common.Args) -> None:
         def produced() -> int:
             return int.from_bytes(_syscall.map_lookup(ctl, common.PRODUCED, 8), "little")
 
+        if style == "arrays":
+            aioringbuf.dtype_of(BenchRec)  # imports numpy now, not on the clock
         async with stream:
             common.ready()
             if style == "idle":
@@ -95,7 +117,7 @@ async def main(args: common.Args) -> None:
                 await anyio.to_thread.run_sync(common.wait_go)
                 target = produced()
             lat: list[int] = []
-            consume = consume_batches if style == "batch" else consume_iter
+            consume = CONSUME[style]
             clock = common.Clock()
             clock.start()
             last_event = [time.monotonic()]
