@@ -52,6 +52,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # where Debian's python3-bpfcc lives
 CONSUMER_CPU, PRODUCER_CPU = 0, 1
 RING_SIZE = 32 << 20  # holds 838k records of 40 bytes (8-byte header + 32)
 PERF_SIZE = 32 << 20  # per CPU: 699k samples of 48 bytes
+EXEC_RING_SIZE = 128 << 20  # exec-shaped drain: 500k records of 128..320 bytes (224 average)
 
 
 # -- building -----------------------------------------------------------------
@@ -82,7 +83,7 @@ def build() -> None:
 @dataclass(frozen=True)
 class Consumer:
     name: str
-    kind: str  # ring or perf (ring-adaptive only in the wakeup scenario)
+    kind: str  # ring, ring-exec or perf (ring-adaptive only in the wakeup scenario)
     argv: tuple[str, ...]  # before KIND MODE PID CPU SIZE
     extra: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -110,6 +111,13 @@ def consumers() -> list[Consumer]:
         Consumer("aioringbuf PerfBuffer batches()", "perf", aiorb, ("batch",), python=py),
         Consumer("aioringbuf PerfBuffer arrays()", "perf", aiorb, ("arrays",), python=py),
         Consumer("libbpf C ring_buffer__poll", "ring", libbpf),
+        # exec_events()-shaped records (120..312 bytes, argv as Tail[list[str]]): drain only
+        Consumer("aioringbuf RingBuffer async for, exec-shaped", "ring-exec", aiorb, ("iter",),
+                 python=py, streams=False),
+        Consumer("aioringbuf RingBuffer batches(), exec-shaped", "ring-exec", aiorb, ("batch",),
+                 python=py, streams=False),
+        Consumer("libbpf C ring_buffer__poll, exec-shaped", "ring-exec", libbpf,
+                 streams=False),
         Consumer("libbpf C perf_buffer__poll", "perf", libbpf),
         Consumer("BCC ring_buffer_poll", "ring", bcc, python=SYSTEM_PYTHON),
         Consumer("BCC perf_buffer_poll", "perf", bcc, python=SYSTEM_PYTHON),
@@ -289,6 +297,8 @@ def in_rounds(cells: list[Cell], key: str, times: int) -> list[Row]:
 
 
 def size_for(c: Consumer) -> int:
+    if c.kind == "ring-exec":
+        return EXEC_RING_SIZE
     return PERF_SIZE if c.kind == "perf" else RING_SIZE
 
 

@@ -18,7 +18,7 @@ import anyio
 import common
 
 import aioringbuf
-from aioringbuf import U32, U64, Event, _fast, _syscall
+from aioringbuf import U32, U64, CStr, Event, Tail, _fast, _syscall
 
 OBJECT = os.environ["BENCH_OBJECT"]
 
@@ -29,6 +29,20 @@ class BenchRec(Event):
     cpu: U32
     pid: U32
     arg: U64
+
+
+class BenchExec(Event):
+    """bench.h's struct bench_exec: exec_events()-shaped, argv of 8..32 strings."""
+
+    seq: U64
+    ts_ns: U64
+    cpu: U32
+    pid: U32
+    arg: U64
+    comm: CStr[16]
+    argc: U32
+    flags: U32
+    argv: Tail[list[str]]
 
 
 async def consume_iter(stream, mode: str, target: int, lat: list[int]) -> None:
@@ -93,6 +107,8 @@ async def main(args: common.Args) -> None:
         _syscall.map_update(ctl, common.TARGET, args.pid.to_bytes(8, "little"))
         if kind == "perf":
             stream = obj.perf_buffer("perf", BenchRec, per_cpu_size=args.size)
+        elif kind == "ring-exec":
+            stream = obj.ring_buffer("ring", BenchExec)
         elif kind == "ring-adaptive":
             stream = obj.ring_buffer("ring", BenchRec, flush_interval=0.005)
         else:
