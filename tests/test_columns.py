@@ -266,8 +266,11 @@ def test_perf_take_matches_the_walk(tp, kinds, start, budget, strict) -> None:
     same_result(got, want, "perf")
 
 
-def test_from_events_round_trips() -> None:
-    py = decoders_for(Sample)[0]
-    events = [py(sample_bytes(Sample, i), 0, 24) for i in range(5)]
-    arr = columns_for(Sample).from_events(events)
-    assert rows_as_events(Sample, arr) == events
+@pytest.mark.parametrize("tp", TYPES)
+def test_from_events_round_trips(tp) -> None:
+    py = decoders_for(tp)[0]
+    size = aioringbuf.layout_of(tp).size
+    events = [py(sample_bytes(tp, i), 0, size) for i in range(5)]
+    arr = columns_for(tp).from_events(events)
+    assert rows_as_events(tp, arr) == events
+    assert len(columns_for(tp).from_events([])) == 0
