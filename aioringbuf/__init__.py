@@ -44,6 +44,7 @@ from ._codec import (
     decode,
     layout_of,
 )
+from ._columns import dtype_of
 from ._errors import (
     AioRingBufError,
     BpfObjectError,
@@ -76,6 +77,7 @@ __version__ = "0.1.0"
 __all__ = [
     "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
     "Array", "Bytes", "CStr", "Event", "Layout", "Tail", "decode", "layout_of",
+    "dtype_of",
     "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
     "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "MapSizeError",
     "MissingDependencyError",

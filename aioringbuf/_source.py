@@ -23,6 +23,10 @@ back, and that is all a source does:
 * ``keeps_undelivered``: whether records read but never committed survive
   ``close()`` for the next consumer (a ring buffer map does; a perf ring
   dies with its consumer's perf event).
+* ``read_columns(cols, budget, strict, span)`` is ``read`` into one numpy
+  array (see ``_columns``), returning ``(array or None, start, result)``;
+  with ``span=(start, end)`` it reads that span of the last read again,
+  and ``reread(start, end, events, starts)`` decodes such a span as events.
 * ``close()`` releases everything but the waited-on fd, ``close_fd()``
   that one: the stream closes it only once no task is registered on it.
 """
@@ -34,6 +38,7 @@ from collections.abc import MutableSequence
 from typing import Any, Protocol
 
 from . import _syscall
+from ._columns import Columns, TakeResult, perf_take, ring_take
 from ._fast import full_fence, walk, walk_perf
 from ._perfmap import PerfRings
 from ._ring import Decode, Stop, WalkResult
@@ -90,6 +95,21 @@ class RingSource:
         assert mem is not None
         return walk(mem.data, mem.base, mem.mask, mem.consumer_pos(), mem.producer_pos(),
                     budget, self._decode, events, starts, strict)
+
+    def read_columns(self, cols: Columns, budget: int, strict: bool,
+                     span: tuple[int, int] | None = None) -> tuple[Any, int, TakeResult]:
+        mem = self._mem
+        assert mem is not None
+        cons, prod = span or (mem.consumer_pos(), mem.producer_pos())
+        arr, res = ring_take(mem.data, mem.base, mem.mask, cons, prod, budget, cols, strict)
+        return arr, cons, res
+
+    def reread(self, start: int, end: int, events: list[Any],
+               starts: MutableSequence[int]) -> None:
+        mem = self._mem
+        assert mem is not None
+        walk(mem.data, mem.base, mem.mask, start, end, 1 << 62, self._decode, events, starts,
+             False)
 
     def commit(self, pos: int) -> None:
         assert self._mem is not None
@@ -182,6 +202,42 @@ class PerfSource:
             ring.publish_tail(pos)  # only losses or bad records there: nothing to keep
         self._cur = None
         return WalkResult(0, Stop.EMPTY, decode_errors)
+
+    def read_columns(self, cols: Columns, budget: int, strict: bool,
+                     span: tuple[int, int] | None = None) -> tuple[Any, int, TakeResult]:
+        assert self._rings is not None
+        if span is not None:  # losses in it were counted when it was first read
+            ring = self._cur
+            arr, res = perf_take(ring.data, ring.base, ring.size, span[0], span[1], budget,
+                                 cols, strict)
+            return arr, span[0], res
+        rings = self._rings.rings
+        n = len(rings)
+        decode_errors = 0
+        for k in range(n):  # as read(): one ring per call, round robin
+            i = (self._next + k) % n
+            ring = rings[i]
+            tail = ring.tail()
+            head = ring.head()
+            if tail == head:
+                continue
+            arr, (pos, _, _, errors, error, lost) = perf_take(
+                ring.data, ring.base, ring.size, tail, head, budget, cols, strict)
+            self._lost += lost
+            decode_errors += errors
+            if arr is not None or error is not None:
+                self._cur = ring
+                self._next = (i + 1) % n
+                return arr, tail, TakeResult(pos, False, 0, decode_errors, error)
+            ring.publish_tail(pos)
+        self._cur = None
+        return None, 0, TakeResult(0, decode_errors=decode_errors)
+
+    def reread(self, start: int, end: int, events: list[Any],
+               starts: MutableSequence[int]) -> None:
+        ring = self._cur
+        walk_perf(ring.data, ring.base, ring.size, start, end, 1 << 62, self._decode, events,
+                  starts, False, self._exact)
 
     def commit(self, pos: int) -> None:
         if self._cur is not None:

@@ -236,6 +236,23 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         """
         return _Batches(self)
 
+    def arrays(self) -> AsyncIterator[Any]:
+        """Iterate over numpy structured arrays of ``dtype_of(event_type)``.
+
+        ::
+
+            async for arr in stream.arrays():
+                hist = numpy.bincount(arr["cpu"])
+
+        The same records, order, accounting and closing as ``batches()`` (the
+        three styles may be mixed), with no Python object per record: each
+        drained span is one block copy (see ``_arrays``). Needs numpy
+        (``aioringbuf[arrays]``) and a fixed-size Event type (TypeError else).
+        """
+        from ._arrays import Arrays
+
+        return Arrays(self)
+
     async def _next_batch(self) -> list[T]:
         try:
             if self._pump_mode:

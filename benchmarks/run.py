@@ -52,6 +52,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # where Debian's python3-bpfcc lives
 CONSUMER_CPU, PRODUCER_CPU = 0, 1
 RING_SIZE = 32 << 20  # holds 838k records of 40 bytes (8-byte header + 32)
 PERF_SIZE = 32 << 20  # per CPU: 699k samples of 48 bytes
+EXEC_RING_SIZE = 128 << 20  # exec-shaped drain: 500k records of 128..320 bytes (224 average)
 
 
 # -- building -----------------------------------------------------------------
@@ -82,7 +83,7 @@ def build() -> None:
 @dataclass(frozen=True)
 class Consumer:
     name: str
-    kind: str  # ring or perf (ring-adaptive only in the wakeup scenario)
+    kind: str  # ring, ring-exec or perf (ring-adaptive only in the wakeup scenario)
     argv: tuple[str, ...]  # before KIND MODE PID CPU SIZE
     extra: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -105,9 +106,18 @@ def consumers() -> list[Consumer]:
         Consumer("aioringbuf RingBuffer batches()", "ring", aiorb, ("batch",), python=py),
         Consumer("aioringbuf RingBuffer async for, pure Python", "ring", aiorb, ("iter",),
                  (("AIORINGBUF_PURE", "1"),), python=py),
+        Consumer("aioringbuf RingBuffer arrays()", "ring", aiorb, ("arrays",), python=py),
         Consumer("aioringbuf PerfBuffer async for", "perf", aiorb, ("iter",), python=py),
         Consumer("aioringbuf PerfBuffer batches()", "perf", aiorb, ("batch",), python=py),
+        Consumer("aioringbuf PerfBuffer arrays()", "perf", aiorb, ("arrays",), python=py),
         Consumer("libbpf C ring_buffer__poll", "ring", libbpf),
+        # exec_events()-shaped records (120..312 bytes, argv as Tail[list[str]]): drain only
+        Consumer("aioringbuf RingBuffer async for, exec-shaped", "ring-exec", aiorb, ("iter",),
+                 python=py, streams=False),
+        Consumer("aioringbuf RingBuffer batches(), exec-shaped", "ring-exec", aiorb, ("batch",),
+                 python=py, streams=False),
+        Consumer("libbpf C ring_buffer__poll, exec-shaped", "ring-exec", libbpf,
+                 streams=False),
         Consumer("libbpf C perf_buffer__poll", "perf", libbpf),
         Consumer("BCC ring_buffer_poll", "ring", bcc, python=SYSTEM_PYTHON),
         Consumer("BCC perf_buffer_poll", "perf", bcc, python=SYSTEM_PYTHON),
@@ -287,6 +297,8 @@ def in_rounds(cells: list[Cell], key: str, times: int) -> list[Row]:
 
 
 def size_for(c: Consumer) -> int:
+    if c.kind == "ring-exec":
+        return EXEC_RING_SIZE
     return PERF_SIZE if c.kind == "perf" else RING_SIZE
 
 
@@ -325,6 +337,7 @@ def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
         ("aioringbuf RingBuffer async for", "ring", "default wakeups"),
         ("aioringbuf RingBuffer async for", "ring-adaptive", adaptive),
         ("aioringbuf RingBuffer batches()", "ring-adaptive", adaptive),
+        ("aioringbuf RingBuffer arrays()", "ring-adaptive", adaptive),
         ("libbpf C ring_buffer__poll", "ring", "default wakeups"),
         ("libbpf C ring_buffer__poll", "ring-adaptive", "adaptive wakeups, 5 ms poll timeout"),
     ]
@@ -371,6 +384,25 @@ def targets(rows: list[Row]) -> list[dict[str, object]]:
         if r is not None:
             add(f"drain CPU/event <= {limit} us", name, r.extra["cpu_us_per_event_all"],  # type: ignore[arg-type]
                 lambda m, x=limit: m <= x, "us")
+    arrays = find("drain", "aioringbuf RingBuffer arrays()")
+    if arrays is not None:
+        add("drain CPU/event <= 0.03 us", arrays.consumer,
+            arrays.extra["cpu_us_per_event_all"], lambda m: m <= 0.03, "us")  # type: ignore[arg-type]
+        c = find("drain", "libbpf C ring_buffer__poll")
+        if c is not None:
+            vals = paired_ratios(arrays.extra["cpu_us_per_event_by_round"],
+                                 c.extra["cpu_us_per_event_by_round"])
+            add("drain CPU/event within 5x of libbpf C ring_buffer__poll", arrays.consumer,
+                vals, lambda m: m <= 5, "x")
+    for r in rows:
+        if r.scenario == "wakeups" and r.consumer.startswith("aioringbuf RingBuffer arrays()") \
+                and not r.skipped:
+            vals = r.extra.get("producer_vs_alone_by_round") or []
+            add("arrays() live: producer keeps >= 85% of its rate alone", r.consumer,
+                [100 * v for v in vals], lambda m: m >= 85, "%")  # type: ignore[union-attr]
+            add("arrays() live: zero kernel drops", r.consumer,
+                [float(r.extra.get("kernel_drops_max", r.kernel_drops))],  # type: ignore[arg-type]
+                lambda m: m == 0, "drops")
     for peer, factor in [("BCC ring_buffer_poll", 5), ("pylibbpf PerfEventArray", 2)]:
         p = find("drain", peer)
         for name in ("aioringbuf RingBuffer async for", "aioringbuf RingBuffer batches()"):

@@ -51,3 +51,7 @@ if ! "$PYTHON" -c "import matplotlib" 2>/dev/null; then
     echo "bench setup: installing the bench extra (matplotlib) into $PYTHON"
     "$PYTHON" -m pip install -q --disable-pip-version-check matplotlib
 fi
+if ! "$PYTHON" -c "import numpy" 2>/dev/null; then
+    echo "bench setup: installing the arrays extra (numpy) into $PYTHON for the arrays() rows"
+    "$PYTHON" -m pip install -q --disable-pip-version-check numpy
+fi

@@ -17,7 +17,21 @@ enum bench_mode {
 	BENCH_RING = 0,          /* ring buffer, the kernel's default wakeups */
 	BENCH_RING_ADAPTIVE = 1, /* ring buffer, AIORINGBUF_SUBMIT_ADAPTIVE */
 	BENCH_PERF = 2,          /* perf event array, BPF_F_CURRENT_CPU */
+	BENCH_RING_EXEC = 3,     /* ring buffer, exec_events()-shaped variable records */
 };
+
+/* An exec_events()-shaped record: a fixed header, then NUL-separated
+ * strings (argv) of 64, 128, 192 or 256 bytes by seq: 120..312 bytes,
+ * about what a typical exec record takes. */
+#define BENCH_EXEC_TAIL 256
+struct bench_exec {
+	struct bench_rec rec;
+	char comm[16];
+	__u32 argc;
+	__u32 flags;
+	char argv[BENCH_EXEC_TAIL];
+};
+#define BENCH_EXEC_FIXED (sizeof(struct bench_exec) - BENCH_EXEC_TAIL)
 
 enum bench_control {
 	BENCH_TARGET = 0,   /* the producer's tgid (0: nobody) */

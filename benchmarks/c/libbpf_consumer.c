@@ -99,13 +99,13 @@ int main(int argc, char **argv)
 	struct rusage ru0, ru1;
 	unsigned long long target = 0, last = 0;
 	double t0, t1, idle_since = 0;
-	int ctl, perf, adaptive, drain, err;
+	int ctl, perf, adaptive, exec_shaped, drain, err;
 	cpu_set_t set;
 	char line[64];
 	long size;
 
 	if (argc < 7) {
-		fprintf(stderr, "usage: libbpf_consumer OBJ ring|ring-adaptive|perf "
+		fprintf(stderr, "usage: libbpf_consumer OBJ ring|ring-adaptive|ring-exec|perf "
 				"live|drain|latency PID CPU SIZE\n");
 		return 2;
 	}
@@ -113,6 +113,7 @@ int main(int argc, char **argv)
 	/* ring-adaptive: the program submits with AIORINGBUF_SUBMIT_ADAPTIVE and
 	 * the poll timeout (5 ms) is the flush interval for the tail. */
 	adaptive = !strcmp(argv[2], "ring-adaptive");
+	exec_shaped = !strcmp(argv[2], "ring-exec"); /* variable-length records */
 	drain = !strcmp(argv[3], "drain");
 	want_latency = !strcmp(argv[3], "latency");
 	size = atol(argv[6]);
@@ -142,7 +143,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	ctl = bpf_map__fd(bpf_object__find_map_by_name(obj, "control"));
-	control_set(ctl, BENCH_MODE, perf ? BENCH_PERF : adaptive ? BENCH_RING_ADAPTIVE : BENCH_RING);
+	control_set(ctl, BENCH_MODE, perf ? BENCH_PERF : adaptive ? BENCH_RING_ADAPTIVE :
+		    exec_shaped ? BENCH_RING_EXEC : BENCH_RING);
 	control_set(ctl, BENCH_TARGET, atoll(argv[4]));
 	if (perf)
 		pb = perf_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "perf")),

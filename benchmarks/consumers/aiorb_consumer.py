@@ -1,7 +1,8 @@
 """aioringbuf as a benchmark consumer (see common.py for the protocol).
 
-Extra arguments: ``iter`` or ``batch`` (``async for ev in stream`` or
-``async for batch in stream.batches()``; ``idle`` reads nothing: the
+Extra arguments: ``iter``, ``batch`` or ``arrays`` (``async for ev in
+stream``, ``async for batch in stream.batches()`` or ``async for arr in
+stream.arrays()``, numpy columns); ``idle`` reads nothing: the
 producer-alone baseline, with MODE drain), then the anyio backend
 (asyncio, uvloop or trio). AIORINGBUF_PURE=1 in the environment runs the
 pure-Python path.
@@ -17,7 +18,7 @@ import anyio
 import common
 
 import aioringbuf
-from aioringbuf import U32, U64, Event, _fast, _syscall
+from aioringbuf import U32, U64, CStr, Event, Tail, _fast, _syscall
 
 OBJECT = os.environ["BENCH_OBJECT"]
 
@@ -28,6 +29,20 @@ class BenchRec(Event):
     cpu: U32
     pid: U32
     arg: U64
+
+
+class BenchExec(Event):
+    """bench.h's struct bench_exec: exec_events()-shaped, argv of 8..32 strings."""
+
+    seq: U64
+    ts_ns: U64
+    cpu: U32
+    pid: U32
+    arg: U64
+    comm: CStr[16]
+    argc: U32
+    flags: U32
+    argv: Tail[list[str]]
 
 
 async def consume_iter(stream, mode: str, target: int, lat: list[int]) -> None:
@@ -63,6 +78,25 @@ async def consume_batches(stream, mode: str, target: int, lat: list[int]) -> Non
             pass
 
 
+async def consume_arrays(stream, mode: str, target: int, lat: list[int]) -> None:
+    now = time.monotonic_ns
+    if mode == "latency":
+        async for arr in stream.arrays():
+            lat.extend((now() - arr["ts_ns"].astype("int64")).tolist())
+    elif mode == "drain":
+        n = 0
+        async for arr in stream.arrays():
+            n += len(arr)
+            if n >= target:
+                return
+    else:
+        async for _ in stream.arrays():
+            pass
+
+
+CONSUME = {"iter": consume_iter, "batch": consume_batches, "arrays": consume_arrays}
+
+
 async def main(args: common.Args) -> None:
     style = args.extra[0] if args.extra else "iter"
     kind = args.kind
@@ -73,6 +107,8 @@ async def main(args: common.Args) -> None:
         _syscall.map_update(ctl, common.TARGET, args.pid.to_bytes(8, "little"))
         if kind == "perf":
             stream = obj.perf_buffer("perf", BenchRec, per_cpu_size=args.size)
+        elif kind == "ring-exec":
+            stream = obj.ring_buffer("ring", BenchExec)
         elif kind == "ring-adaptive":
             stream = obj.ring_buffer("ring", BenchRec, flush_interval=0.005)
         else:
@@ -81,6 +117,8 @@ async def main(args: common.Args) -> None:
         def produced() -> int:
             return int.from_bytes(_syscall.map_lookup(ctl, common.PRODUCED, 8), "little")
 
+        if style == "arrays":
+            aioringbuf.dtype_of(BenchRec)  # imports numpy now, not on the clock
         async with stream:
             common.ready()
             if style == "idle":
@@ -95,7 +133,7 @@ async def main(args: common.Args) -> None:
                 await anyio.to_thread.run_sync(common.wait_go)
                 target = produced()
             lat: list[int] = []
-            consume = consume_batches if style == "batch" else consume_iter
+            consume = CONSUME[style]
             clock = common.Clock()
             clock.start()
             last_event = [time.monotonic()]

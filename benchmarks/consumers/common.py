@@ -2,7 +2,7 @@
 runs on Debian's /usr/bin/python3, which has neither aioringbuf nor anyio).
 
 A consumer process is started as ``CONSUMER KIND MODE PRODUCER_PID CPU SIZE
-[extra...]`` (KIND: ring, ring-adaptive or perf; MODE: live, drain or
+[extra...]`` (KIND: ring, ring-adaptive, ring-exec or perf; MODE: live, drain or
 latency; SIZE: ring bytes, or perf bytes per CPU). It pins itself to CPU,
 loads bench.bpf.o (or BCC's copy), aims it at the producer, prints
 ``ready`` and then:
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 IDLE = 0.5  # seconds without a record that end a live or latency run
-MODES = {"ring": 0, "ring-adaptive": 1, "perf": 2}  # bench.h's enum bench_mode
+MODES = {"ring": 0, "ring-adaptive": 1, "perf": 2, "ring-exec": 3}  # bench.h's enum bench_mode
 TARGET, MODE, PRODUCED = 0, 1, 2  # bench.h's enum bench_control
 RECORD_FORMAT = "<QQIIQ"  # struct bench_rec: seq, ts_ns, cpu, pid, arg
 
@@ -49,7 +49,8 @@ class Args:
 def parse() -> Args:
     kind, mode, pid, cpu, size, *extra = sys.argv[1:]
     if kind not in MODES or mode not in ("live", "drain", "latency"):
-        raise SystemExit(f"usage: {sys.argv[0]} ring|ring-adaptive|perf live|drain|latency "
+        raise SystemExit(f"usage: {sys.argv[0]} ring|ring-adaptive|ring-exec|perf "
+                         "live|drain|latency "
                          "PRODUCER_PID CPU SIZE [extra]")
     args = Args(kind, mode, int(pid), int(cpu), int(size), extra)
     os.sched_setaffinity(0, {args.cpu})

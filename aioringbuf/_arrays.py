@@ -1,0 +1,127 @@
+"""``stream.arrays()``: a stream's records as numpy structured arrays.
+
+The third way to iterate a stream, next to ``async for ev`` and
+``batches()``, with the same records, order, accounting, closing and
+overflow policies; the three may be mixed on one stream:
+
+* ``"block"``: each step drains the ring straight into one array (see
+  ``_columns``: one block copy per contiguous span, no Python object per
+  record), up to ``maxsize`` records: the per-wakeup ``budget`` is sized for
+  decoding objects, which costs some 20 times more per record. If ``async
+  for`` left part of a batch undelivered, the next array is exactly that
+  part, copied again from the ring, where it still is.
+* ``"drop_oldest"`` / ``"drop_newest"``: the background task queues decoded
+  events (any style may ask for them next); each step turns what is queued
+  into one array.
+
+Until a step returns, its records are the stream's current batch
+(``_nbatch``, ``_starts``, ``_batch_end``, with nothing for ``async for`` to
+index), so closing and stats treat them as undelivered; once returned they
+are delivered and their space goes back to the kernel at once (the array
+is a copy), not at the next step as for ``batches()``.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from ._columns import Columns, columns_for
+from ._stream import _BUSY_BACKOFF
+
+if TYPE_CHECKING:
+    from ._stream import EventStream
+
+
+class Arrays:
+    """``async for arr in stream.arrays()``: one array of ``dtype_of(Event)`` per step."""
+
+    __slots__ = ("_cols", "_stream")
+
+    def __init__(self, stream: EventStream[Any]) -> None:
+        self._stream = stream
+        self._cols = columns_for(stream.event_type)  # TypeError/MissingDependencyError now
+
+    def __aiter__(self) -> Arrays:
+        return self
+
+    async def __anext__(self) -> Any:
+        s = self._stream
+        try:
+            if s._pump_mode:
+                await s._next_from_queue(peek=True)
+                events = list(s._queue)
+                s._queue.clear()
+                s._delivered += len(events)
+                return self._cols.from_events(events)
+            i = s._idx
+            if i < s._nbatch:  # the rest of a batch another style began
+                arr, _, _ = s._source.read_columns(self._cols, s._nbatch - i, False,
+                                                   (s._starts[i], s._batch_end))
+                s._idx = s._nbatch
+                s._retire_batch()
+                return arr
+            return await _fill(s, self._cols)
+        except anyio.get_cancelled_exc_class():
+            if not s._entered:  # a bare `async for`: cancelling it ends it
+                s.close()
+            raise
+
+
+async def _fill(s: EventStream[Any], cols: Columns) -> Any:
+    """EventStream._fill_batch, into one array: wait for committed records,
+    copy them out, and hand them over as one delivered batch."""
+    s._check_open()
+    s._retire_batch()
+    if s._pending_error is not None:
+        err, s._pending_error = s._pending_error, None
+        raise err
+    budget = s.maxsize  # not s._budget: a step costs a small fraction of a batch's
+    waited = False
+    while True:
+        s._check_open()
+        src = s._source
+        arr, start, res = src.read_columns(cols, budget, s._strict)
+        pos, busy, discarded, decode_errors, error, _ = res
+        s._discarded += discarded
+        s._decode_errors += decode_errors
+        if arr is not None:
+            n = len(arr)
+            # Undelivered until returned: close() in the meantime retires it as such.
+            s._batch, s._starts, s._nbatch, s._idx = [], array.array("Q", [start]), n, 0
+            s._batch_end = pos
+            s._peak = max(s._peak, n)
+            s._pending_error = error
+            if not waited:
+                try:
+                    await anyio.lowlevel.checkpoint()  # one yield per batch, as _fill_batch
+                except BaseException:
+                    if not s._closed:
+                        _as_events(s)
+                    raise
+                s._check_open()
+            s._idx = n
+            s._retire_batch()  # a copy: the kernel may have the space back now
+            return arr
+        src.commit(pos)  # skipped discards / bad records
+        if error is not None:
+            raise error
+        if busy:
+            await s._interruptible(anyio.sleep, _BUSY_BACKOFF)
+        elif src.quiet():  # after the commit, last before sleeping: see _source
+            await s._wait_readable()
+        else:
+            await anyio.lowlevel.checkpoint()  # more came meanwhile: read it next
+        waited = True
+
+
+def _as_events(s: EventStream[Any]) -> None:
+    """A cancelled step leaves its records undelivered, as an event batch that
+    any style can take next: decoded again from the ring, where they still are."""
+    events: list[Any] = []
+    starts: array.array[int] = array.array("Q")
+    s._source.reread(s._starts[0], s._batch_end, events, starts)
+    s._batch, s._starts, s._nbatch, s._idx = events, starts, len(events), 0
