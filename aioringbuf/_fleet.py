@@ -19,8 +19,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._errors import AioRingBufError
 from ._exec import ExecEvent
 from ._ship import DEFAULT_STREAM, SUBJECT_PREFIX, require_nats, subject_token
+
+
+class FleetConnectError(AioRingBufError, ConnectionError):
+    """No NATS server of the list could be reached."""
 
 
 class FleetEvent(msgspec.Struct, frozen=True):
@@ -48,20 +53,36 @@ async def fleet_events(
     start: Literal["all", "new", "last"] = "all",
     follow: bool = True,
     connect: dict[str, Any] | None = None,
+    connect_timeout: float = 10.0,
 ) -> AsyncIterator[FleetEvent]:
     """Shipped exec events in stream order (per host: the order they happened).
 
     ``servers``: one URL, several separated by commas, or a list. ``hosts``
     restricts to those hosts' subjects. ``start``: the whole stream, only
     new events, or from the last one. ``connect`` is passed to
-    ``nats.connect`` (credentials, TLS). Messages that are not shipper
+    ``nats.connect`` (credentials, TLS); :class:`FleetConnectError` if no
+    server answers within ``connect_timeout`` seconds. Messages that are not shipper
     envelopes are skipped. asyncio only (nats-py).
     """
     nats = require_nats("aioringbuf.fleet_events")
     from nats.js import api
 
     urls = [u.strip() for u in servers.split(",")] if isinstance(servers, str) else list(servers)
-    nc = await nats.connect(servers=urls, **(connect or {}))
+    last: list[BaseException] = []
+
+    async def note(exc: BaseException) -> None:  # instead of nats-py's logged tracebacks
+        last[:] = [exc]
+
+    options: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                               "error_cb": note, **(connect or {})}
+    try:
+        # Reconnect for ever once reading, but do not wait for ever for the first server.
+        nc = await asyncio.wait_for(nats.connect(servers=urls, **options), connect_timeout)
+    except Exception as exc:  # a timeout, or nats-py giving up
+        why = last[0] if last else exc
+        raise FleetConnectError(
+            f"no NATS server answered at {', '.join(urls)} within {connect_timeout:g} s "
+            f"({str(why) or type(why).__name__})") from None
     try:
         js = nc.jetstream()
         if not follow:
