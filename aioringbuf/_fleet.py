@@ -104,10 +104,14 @@ async def fleet_events(
                                    deliver_policy=policy, cb=tagged(i), pending_msgs_limit=8192)
                 for i, subj in enumerate(subjects)]
         caught_up: set[int] = set()
+        last = [0] * len(subs)
         try:
             while True:
                 i, msg = await queue.get()
                 meta = msg.metadata
+                if meta.sequence.stream <= last[i]:
+                    continue  # seen: an ordered consumer that was reset may deliver it again
+                last[i] = meta.sequence.stream
                 try:
                     fe = decode_fleet(msg.data, meta.sequence.stream)
                 except (msgspec.DecodeError, msgspec.ValidationError):

@@ -211,13 +211,21 @@ class Shipper:
         self._pinned = await anyio.to_thread.run_sync(open_pinned, opts.pin_dir,
                                                       opts.ring_size)
         try:
-            self._ring = AckedRing(self._pinned.ring_fd, ExecEvent,
-                                   drop_counter_fd=self._pinned.drops_fd,
-                                   budget=min(1024, opts.window))
+            ring = AckedRing(self._pinned.ring_fd, ExecEvent,
+                             drop_counter_fd=self._pinned.drops_fd,
+                             budget=min(1024, opts.window))
             how = "made" if self._pinned.created else "reattached to"
-            unacked = self._ring.stats()
+            waiting = ring.stats()
             self._say(f"aioringbuf ship: {how} the pinned exec programs at {opts.pin_dir} "
-                      f"({unacked.producer_pos - unacked.acked_pos} bytes waiting in the ring)")
+                      f"({waiting.producer_pos - waiting.acked_pos} bytes waiting in the ring)")
+            await self.ship(ring)
+        finally:
+            self._pinned.close()
+
+    async def ship(self, ring: AckedRing[ExecEvent]) -> None:
+        """Ship the records of ``ring`` (exec records) until cancelled; closes it."""
+        self._ring = ring
+        try:
             self.ready.set()
             await self._connect_loop()
         finally:
@@ -226,10 +234,8 @@ class Shipper:
             for e in self._inflight:
                 if e.fut is not None:
                     e.fut.cancel()
-            if self._ring is not None:
-                self._final = self.stats()
-                self._ring.close()
-            self._pinned.close()
+            self._final = self.stats()
+            ring.close()
 
     async def _connect_loop(self) -> None:
         nats = require_nats("aioringbuf ship")
@@ -344,52 +350,59 @@ class Shipper:
             self._republished += 1
             await self._send(js, e)
         loop = asyncio.get_running_loop()
+        wake = self._wake
         while True:
+            wake.clear()  # first: a wakeup from here on is not lost
             self._harvest()
             if self._failed is not None:
                 raise _SessionLost(_reason(self._failed))
             now = loop.time()
             if infl and now - infl[0].sent > opts.ack_timeout:
                 raise _SessionLost(f"no publish ack within {opts.ack_timeout:g} s")
-            can_send = len(infl) < opts.window and (not infl or now - infl[0].sent < opts.stall)
-            if can_send and self._buffer:
+            while len(infl) < opts.window and (not infl or now - infl[0].sent < opts.stall):
+                if not self._buffer and not self._take_batch():
+                    break
                 rec = self._buffer.popleft()
                 payload, lossy = envelope(opts.host, rec.key, rec.event)
                 self._lossy += lossy
                 e = _Entry(rec, payload)
                 infl.append(e)
-                self._peak = max(self._peak, len(infl))
                 await self._send(js, e)
+                if self._failed is not None:
+                    break
+            self._peak = max(self._peak, len(infl))
+            if wake.is_set():
                 continue
-            waits: list[asyncio.Future[Any]] = []
-            if can_send:
-                waits.append(self._next_batch())
-            if infl and infl[0].fut is not None:
-                waits.append(infl[0].fut)
-            self._wake.clear()
-            waits.append(asyncio.ensure_future(self._wake.wait()))
-            timeout = None
+            timer = None
             if infl:
-                age = now - infl[0].sent
-                timeout = max(0.001, (opts.stall - age) if age < opts.stall
-                              else opts.ack_timeout - age)
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            waits[-1].cancel()
+                age = loop.time() - infl[0].sent
+                timer = loop.call_later(
+                    max(0.001, opts.stall - age if age < opts.stall else opts.ack_timeout - age),
+                    wake.set)
+            try:
+                await wake.wait()  # an ack, a batch from the ring, a failure, or the timer
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
-    def _next_batch(self) -> asyncio.Future[Any]:
-        if self._batch_task is None:
+    def _take_batch(self) -> bool:
+        """Move a finished ring batch into the buffer, or start reading one; True if moved."""
+        task = self._batch_task
+        if task is None:
             assert self._ring is not None
             ring = self._ring
 
             async def take() -> list[RingRecord]:
                 return await ring.batch()
 
-            self._batch_task = asyncio.ensure_future(take())
-        task = self._batch_task
-        if task.done():
-            self._batch_task = None
-            self._buffer.extend(task.result())
-        return task
+            task = self._batch_task = asyncio.ensure_future(take())
+            task.add_done_callback(lambda _: self._wake.set())
+            return False
+        if not task.done():
+            return False
+        self._batch_task = None
+        self._buffer.extend(task.result())
+        return bool(self._buffer)
 
     async def _send(self, js: Any, e: _Entry) -> None:
         e.sent = asyncio.get_running_loop().time()
@@ -437,6 +450,11 @@ class Shipper:
             ring.ack(end)
 
     # -- statistics -------------------------------------------------------------
+
+    @property
+    def acknowledged(self) -> int:
+        """Events JetStream acknowledged so far (cheaper than :meth:`stats`)."""
+        return self._acknowledged
 
     def stats(self) -> ShipStats:
         final = getattr(self, "_final", None)

@@ -12,13 +12,17 @@ import time
 
 from aioringbuf._fleet import FleetEvent, fleet_events
 
+# The ring must hold every exec of the machine while an agent restarts (a
+# second or so); other tests on the machine may exec thousands per second.
+RING_SIZE = 8 << 20
+
 
 class Agent:
     """One `python -m aioringbuf ship` process; its stderr goes to a file."""
 
     def __init__(self, urls: list[str], pin_dir: str, host: str, *extra: str) -> None:
         self.argv = [sys.executable, "-m", "aioringbuf", "ship", "--nats", ",".join(urls),
-                     "--pin-dir", pin_dir, "--host", host, "--ring-size", str(1 << 20), *extra]
+                     "--pin-dir", pin_dir, "--host", host, "--ring-size", str(RING_SIZE), *extra]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="aiorb-ship-", suffix=".log", delete=False)
         self.runs = 0

@@ -18,7 +18,7 @@ import uuid
 import pytest
 from natsserver import NATS_SERVER, NatsCluster, NatsServer, nats_server
 from pinning import cleanup, new_pin_dir, wait_gone
-from shipping import Agent, exec_marked, marked, wait_for_marked
+from shipping import RING_SIZE, Agent, exec_marked, marked, wait_for_marked
 
 from aioringbuf import _pin, _syscall
 
@@ -88,6 +88,7 @@ def test_agent_killed_three_times_every_exec_exactly_once_in_order(pin_dir, agen
         assert got == list(range(n))  # exactly once, in order
         keys = [fe.key for fe in events]
         assert len(keys) == len(set(keys))
+        assert len({fe.seq for fe in events}) == len(events)
         assert agent.runs == 4 and "Traceback" not in agent.stderr()
         print(f"crash test: {n} marked execs, kills at {kills}, {len(got)} in the stream, "
               f"{len(set(got))} distinct, {len(events)} events of this host in all")
@@ -165,7 +166,7 @@ def test_broker_stopped_and_restarted_every_exec_in_the_stream_or_a_kernel_drop(
         assert len(got) == len(set(got))
         assert got == sorted(got)
         assert len(got) + drops >= n and n - len(got) <= drops
-        assert drops == 0 and got == list(range(n))  # the 1 MiB ring held the outage
+        assert drops == 0 and got == list(range(n))  # the 8 MiB ring held the outage
         assert agent.stderr().count("lost NATS") == 1, agent.stderr()
         assert "Traceback" not in agent.stderr()
     finally:
@@ -240,7 +241,7 @@ def test_ship_remove_leaves_no_pinned_object_and_no_link(pin_dir, agents):
         agents.append(agent)
         agent.start()
         agent.wait_attached()
-        p = _pin.open_pinned(pin_dir, 1 << 20)
+        p = _pin.open_pinned(pin_dir, RING_SIZE)
         links, progs, maps = list(p.link_ids), list(p.prog_ids), list(p.map_ids.values())
         p.close()
         assert len(links) == 5
