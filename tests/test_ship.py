@@ -206,7 +206,10 @@ def test_a_full_ring_during_an_outage_counts_exactly_what_it_lost(pin_dir, agent
         # Every marked exec is in the stream or among the kernel's drops; the
         # drops also count other processes' execs that arrived meanwhile.
         assert 0 < missing <= lost
-        assert set(range(20)) | set(range(320, 340)) <= set(got)
+        assert set(range(20)) <= set(got)  # shipped before the outage
+        # Shipping resumed (other processes' exec bursts may still fill a 16 KiB
+        # ring now and then: those drops are in `lost` too).
+        assert set(range(320, 340)) & set(got)
     finally:
         server.kill()
 
