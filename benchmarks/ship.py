@@ -223,6 +223,7 @@ def run_rounds(url: str, record: bytes, args: argparse.Namespace) -> dict[str, l
             gen.produce(per_round, record[8:])  # ringgen writes the seq, then the payload
             # The bare loop's payloads: the same records, decoded and enveloped up front.
             payloads = asyncio.run(peek(obj, per_round))
+            args.payload_bytes = statistics.mean(len(b) for _, b in payloads)
             order = ("agent", "bare") if r % 2 == 0 else ("bare", "agent")
             for kind in order:
                 stream = "BENCH"  # made afresh for every row (one stream holds the subjects)
@@ -243,8 +244,8 @@ def report(rows: dict[str, list[dict]], lat: dict, args: argparse.Namespace,
 
     ratios = [a["events_per_s"] / b["events_per_s"] for a, b in zip(rows["agent"], rows["bare"],
                                                                     strict=True)]
-    print(f"exec record: {record_len} bytes in the ring; envelope JSON ~"
-          f"{record_len * 2} bytes on the wire; window {args.window}; "
+    print(f"exec record: {record_len} bytes in the ring; JSON envelope "
+          f"{args.payload_bytes:.0f} bytes + Nats-Msg-Id; window {args.window}; "
           f"{rows['agent'][0]['events']} events x {args.rounds} rounds")
     print(f"{'row':<8} {'events/s':>10} {'cpu us/event':>13}")
     for kind in ("agent", "bare"):
