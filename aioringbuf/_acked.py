@@ -53,6 +53,18 @@ T = TypeVar("T")
 _BUSY_BACKOFF = 0.0002
 
 
+def _unpack(res: Any) -> tuple[int, bool, int, int]:
+    """(pos, busy, discarded, decode_errors) of a walk's result, of either shape.
+
+    Today's walks return (pos, busy: bool, discarded, decode_errors, ...);
+    the reworked ones (branch cfast) return (pos, stop: int, decode_errors,
+    skipped, ...) with stop 1 for BUSY. Once those land this is one line.
+    """
+    if isinstance(res[1], bool):
+        return res[0], res[1], res[2], res[3]
+    return res[0], res[1] == 1, res[3], res[2]
+
+
 @functools.cache
 def boot_id() -> str:
     """This boot's random id (``/proc/sys/kernel/random/boot_id``)."""
@@ -161,7 +173,7 @@ class AckedRing(Generic[T]):
         starts: array.array[int] = array.array("Q")
         res = walk(mem.data, mem.base, mem.mask, self._walked, mem.producer_pos(),
                    self._budget, self._decode, events, starts, False)
-        pos, self._busy, discarded, errors = res[0], res[1], res[2], res[3]
+        pos, self._busy, discarded, errors = _unpack(res)
         self._discarded += discarded
         self._decode_errors += errors
         if pos == self._walked:
