@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import os
 import struct
@@ -202,6 +203,24 @@ class PinnedExec:
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
+
+
+def lock_consumer(path: str) -> int:
+    """Take the one-consumer lock of the set at ``path``; returns the fd that holds it.
+
+    A ring has one consumer: two agents acknowledging into one ring would
+    hand back each other's records. The lock is a flock on the pin
+    directory itself, so the kernel drops it when the holder dies (SIGKILL
+    included) and nothing is left behind.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise PinError(f"another process is already consuming the ring pinned at {path} "
+                       "(an `aioringbuf ship` running?): one ring has one consumer") from None
+    return fd
 
 
 def _entries(path: str) -> list[str]:

@@ -46,7 +46,7 @@ import msgspec
 from ._acked import AckedRing, RingRecord
 from ._errors import MissingDependencyError
 from ._exec import DEFAULT_RING_SIZE, ExecEvent, printable
-from ._pin import DEFAULT_PIN_ROOT, PinnedExec, open_pinned
+from ._pin import DEFAULT_PIN_ROOT, PinnedExec, lock_consumer, open_pinned
 
 DEFAULT_STREAM = "AIORINGBUF_EXEC"
 SUBJECT_PREFIX = "aioringbuf.exec"
@@ -210,7 +210,9 @@ class Shipper:
         opts = self.options
         self._pinned = await anyio.to_thread.run_sync(open_pinned, opts.pin_dir,
                                                       opts.ring_size)
+        lock = -1
         try:
+            lock = lock_consumer(opts.pin_dir)
             ring = AckedRing(self._pinned.ring_fd, ExecEvent,
                              drop_counter_fd=self._pinned.drops_fd,
                              budget=min(1024, opts.window))
@@ -221,6 +223,8 @@ class Shipper:
             await self.ship(ring)
         finally:
             self._pinned.close()
+            if lock >= 0:
+                os.close(lock)
 
     async def ship(self, ring: AckedRing[ExecEvent]) -> None:
         """Ship the records of ``ring`` (exec records) until cancelled; closes it."""

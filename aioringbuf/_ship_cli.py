@@ -116,8 +116,9 @@ def _remove(path: str) -> int:
         _error("ship", f"removing {path}: {exc}")
         return EXIT_NOPERM if isinstance(exc, PermissionError) else EXIT_ERROR
     if removed:
-        print(f"aioringbuf ship: removed {len(removed)} pinned objects from {path} "
-              "(the programs detach once no agent holds them)", file=sys.stderr)
+        print(f"aioringbuf ship: removed {len(removed)} pinned objects from {path}: the "
+              "programs are detached (a running agent keeps only its ring until it exits)",
+              file=sys.stderr)
     else:
         print(f"aioringbuf ship: nothing pinned at {path}", file=sys.stderr)
     return EXIT_OK
@@ -130,11 +131,10 @@ async def _ship_main(args: argparse.Namespace, options: ShipOptions,
         await tg.start(_cancel_on_signals, tg.cancel_scope)
         try:
             shipper = Shipper(options)
+            if args.metrics_port is not None:
+                await tg.start(_serve_metrics, shipper, args.metrics_port)
             with anyio.move_on_after(args.duration or float("inf")):
-                async with anyio.create_task_group() as inner:
-                    if args.metrics_port is not None:
-                        await inner.start(_serve_metrics, shipper, args.metrics_port)
-                    await shipper.run()
+                await shipper.run()  # here, not in a task: its errors are caught below
         except NotPrivilegedError as exc:
             _error("ship", exc)
             status[0] = EXIT_NOPERM

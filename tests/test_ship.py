@@ -238,6 +238,26 @@ def test_broker_down_at_start_the_agent_waits_says_so_once_then_ships(pin_dir, a
 
 
 @pytest.mark.timeout(90)
+def test_a_second_agent_on_the_same_ring_is_refused(pin_dir, agents):
+    first = Agent(["nats://127.0.0.1:1"], pin_dir, _host())  # no broker needed
+    agents.append(first)
+    first.start()
+    first.wait_attached()
+    second = subprocess.run(first.argv, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "already consuming the ring pinned at" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert first.proc.poll() is None and first.stop() == 0
+    first.start()  # the lock went with the first run: a new agent takes over
+    first.wait_attached()
+    first.kill()  # and a SIGKILL releases it too
+    again = Agent(["nats://127.0.0.1:1"], pin_dir, _host())
+    agents.append(again)
+    again.start()
+    again.wait_attached()
+
+
+@pytest.mark.timeout(90)
 def test_ship_remove_leaves_no_pinned_object_and_no_link(pin_dir, agents):
     with nats_server() as server:
         agent = Agent([server.url], pin_dir, _host())

@@ -132,3 +132,38 @@ def test_the_path_metrics_equal_the_shippers_stats(pin_dirs):
     assert value("aioringbuf_ship_publish_latency_seconds_count") == st.latency_count
     assert value("aioringbuf_events_delivered_total") == st.delivered
     assert value("aioringbuf_events_kernel_dropped_total") == st.kernel_drops
+
+
+@pytest.mark.timeout(90)
+def test_ship_serves_its_metrics(pin_dirs):
+    import time
+    import urllib.request
+
+    from natsserver import free_port
+    from shipping import Agent
+
+    port = free_port()
+    with nats_server() as server:
+        agent = Agent([server.url], pin_dirs[0], "metrics", "--metrics-port", str(port))
+        try:
+            agent.start()
+            agent.wait_attached()
+            subprocess.run(["/bin/true", uuid.uuid4().hex], check=True)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=5) as r:
+                        text = r.read().decode()
+                    acked = 'aioringbuf_ship_acknowledged_total{stream="ship"}'
+                    published = [ln for ln in text.splitlines() if ln.startswith(acked)]
+                    if published and float(published[0].split()[-1]) >= 1:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, agent.stderr()
+                time.sleep(0.2)
+            assert 'aioringbuf_ship_connected{stream="ship"} 1.0' in text
+            assert agent.stop() == 0
+        finally:
+            agent.close()
