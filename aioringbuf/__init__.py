@@ -12,6 +12,11 @@ Your own programs:
             async for ev in events:
                 print(ev)
 
+Every machine's execs, shipped by ``aioringbuf ship`` to NATS JetStream::
+
+    async for fe in aioringbuf.fleet_events("nats://broker:4222"):
+        print(fe.host, fe.event.argv)
+
 Many readers of one stream (one ring has one consumer)::
 
     async with aioringbuf.exec_events() as events, aioringbuf.Broadcast(events) as hub:
@@ -19,6 +24,7 @@ Many readers of one stream (one ring has one consumer)::
             async for ev in sub: ...
 """
 
+from ._acked import AckedRing, AckedStats, RingRecord
 from ._broadcast import (
     Broadcast,
     BroadcastStats,
@@ -63,6 +69,7 @@ from ._errors import (
 )
 from ._escape import printable, terminal
 from ._exec import ExecEvent, ExecEvents, ExecFilter, exec_events
+from ._fleet import FleetEvent, fleet_events
 from ._loader import BpfObject, check_privileges, load
 from ._metrics import MetricsRegistration
 from ._metrics import register as register_metrics
@@ -89,4 +96,5 @@ __all__ = [
     "Pattern", "PatternError",
     "Broadcast", "BroadcastStats", "SlowSubscriberError", "SubscriberStats", "Subscription",
     "MetricsRegistration", "register_metrics",
+    "AckedRing", "AckedStats", "RingRecord", "FleetEvent", "fleet_events",
 ]

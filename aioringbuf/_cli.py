@@ -1,4 +1,4 @@
-"""The ``aioringbuf`` command: ``aioringbuf exec`` and ``aioringbuf exporter``.
+"""The ``aioringbuf`` command: ``aioringbuf exec``, ``exporter`` and ``ship``.
 
 Each subcommand registers itself in :func:`build_parser` with an ``add_*``
 function that sets ``run``: a function from the parsed arguments to an exit
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._exporter import add_exporter_command  # here: _exporter imports this module
 
     add_exporter_command(sub)
+    from ._ship_cli import add_ship_command  # the fleet: `ship`, and `exec --from`
+
+    add_ship_command(sub)
     return parser
 
 
@@ -191,6 +194,11 @@ def add_exec_command(sub: Any) -> None:
                    help="event loop to run on (default: asyncio)")
     p.add_argument("--ring-size", type=int, default=DEFAULT_RING_SIZE, metavar="BYTES",
                    help=f"kernel ring size, a power of two (default: {DEFAULT_RING_SIZE})")
+    p.add_argument("--from", dest="source", metavar="nats://URL[,URL...]",
+                   help="show the execs that `aioringbuf ship` agents sent to this NATS "
+                        "JetStream (all hosts, with a HOST column) instead of this machine's")
+    p.add_argument("--no-follow", dest="to_end", action="store_true",
+                   help="with --from: stop at the end of the stream")
     p.set_defaults(run=run_exec)
 
 
@@ -291,6 +299,10 @@ class ExecRun:
 
 def run_exec(args: argparse.Namespace) -> int:
     """Run `aioringbuf exec` on the chosen backend; returns the exit status."""
+    if args.source:
+        from ._ship_cli import run_fleet_exec
+
+        return run_fleet_exec(args)
     backend, options = BACKENDS[args.backend]
     run = ExecRun()
     anyio.run(_exec_main, args, run, backend=backend, backend_options=options)

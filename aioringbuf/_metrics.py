@@ -102,7 +102,10 @@ class StatsCollector:
             except RuntimeError:  # exec_events() before it loaded: nothing to say yet
                 stream_stats = None
             readings[name] = (stream_stats, hub.stats() if hub is not None else None)
-        return (family for family in self._families(readings) if family.samples)
+        # Sources with metrics of their own (the shipper's publish path) add them.
+        extra = [family for name, source in sources
+                 for family in getattr(source, "metric_families", lambda _: [])(name)]
+        return (family for family in [*self._families(readings), *extra] if family.samples)
 
     @staticmethod
     def _families(readings: dict[str, tuple[Any, BroadcastStats | None]]) -> list[Metric]:

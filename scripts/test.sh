@@ -13,6 +13,12 @@ if ! command -v chromium >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# The fleet tests (tests/test_ship*.py) start their own JetStream servers.
+if ! command -v nats-server >/dev/null; then
+    echo "test: installing nats-server"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
 .venv/bin/ruff check .
 echo "== tests on the C hot path"
 AIORINGBUF_REQUIRE_C=1 .venv/bin/pytest "$@"
