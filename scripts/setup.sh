@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool make gcc util-linux python3 python3-venv python3-dev)
+# More for the caller (scripts/test.sh: the browser and the NATS server the
+# tests start), in the same single apt-get run.
+read -r -a EXTRA <<< "${AIORINGBUF_EXTRA_APT:-}"
+APT_PACKAGES+=("${EXTRA[@]}")
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (BPF needs it; see README 'Privileges')" >&2

@@ -5,20 +5,10 @@
 # pure-Python fallback, which must behave the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-# Only the tests need a browser (tests/test_web.py drives headless Chromium),
-# so it is installed here rather than by setup.sh.
-if ! command -v chromium >/dev/null; then
-    echo "test: installing chromium"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-# The fleet tests (tests/test_ship*.py) start their own JetStream servers.
-if ! command -v nats-server >/dev/null; then
-    echo "test: installing nats-server"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
-fi
+# Only the tests need a browser (tests/test_web.py drives headless Chromium)
+# and a NATS server (tests/test_ship*.py start their own): setup.sh installs
+# them with its own packages, in one apt-get run.
+AIORINGBUF_EXTRA_APT="chromium nats-server" bash scripts/setup.sh
 .venv/bin/ruff check .
 echo "== tests on the C hot path"
 AIORINGBUF_REQUIRE_C=1 .venv/bin/pytest "$@"
