@@ -174,11 +174,13 @@ class _Server:
             while True:
                 try:
                     client = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _OUT_OF_RESOURCES:
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    # anyio's trio backend wraps the OSError in BrokenResourceError
+                    cause = exc if isinstance(exc, OSError) else exc.__cause__
+                    if not isinstance(cause, OSError) or cause.errno not in _OUT_OF_RESOURCES:
                         raise
                     if not self.starved:
-                        _error("exporter", f"cannot accept connections ({exc.strerror}); "
+                        _error("exporter", f"cannot accept connections ({cause.strerror}); "
                                            "pausing until some close")
                     self.starved += 1
                     await anyio.sleep(pause)  # the pending connection waits in the backlog
