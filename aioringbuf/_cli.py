@@ -233,12 +233,20 @@ def format_json(ev: ExecEvent) -> str:
     """One JSON object: every field, strings made valid UTF-8, plus "time"."""
     wall = ev.wall_time_ns
     when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-    record = msgspec.structs.asdict(ev)
-    record["comm"] = printable(ev.comm)
-    record["filename"] = printable(ev.filename)
-    record["argv"] = [printable(a) for a in ev.argv]
+    record = _valid_utf8(msgspec.structs.asdict(ev))
     doc = {"time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z", **record}
     return _json.encode(doc).decode()
+
+
+def _valid_utf8(record: dict[str, Any]) -> dict[str, Any]:
+    """Every string field (comm, pcomm, cgroup, argv, ...) as valid UTF-8 for JSON:
+    any of them may hold bytes a traced process chose."""
+    for key, value in record.items():
+        if isinstance(value, str):
+            record[key] = printable(value)
+        elif isinstance(value, list):
+            record[key] = [printable(v) if isinstance(v, str) else v for v in value]
+    return record
 
 
 def format_exit_row(ev: ExitEvent) -> str:
@@ -260,8 +268,7 @@ def format_exit_json(ev: ExitEvent) -> str:
     """An exit as one JSON object, with "event": "exit" and "time"."""
     wall = ev.wall_time_ns
     when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-    record = msgspec.structs.asdict(ev)
-    record["comm"] = printable(ev.comm)
+    record = _valid_utf8(msgspec.structs.asdict(ev))
     record["since_exec"] = ev.since_exec
     doc = {"event": "exit", "time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z",
            **record}

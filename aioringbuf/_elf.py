@@ -221,11 +221,12 @@ class BpfElf:
                 check_ring_size(m.max_entries, what)
 
     def set_max_entries(self, sizes: dict[str, int]) -> None:
-        """Give maps new sizes by pointing their max_entries at new BTF types."""
+        """Give maps new sizes by pointing their max_entries at new BTF types.
+
+        Every size is checked before anything is rewritten.
+        """
         if not sizes:
             return
-        new_types = bytearray()
-        next_id = len(self._types)
         for name, size in sizes.items():
             m = self.maps.get(name)
             if m is None or m.max_entries_member is None:
@@ -235,9 +236,15 @@ class BpfElf:
                 )
             if m.type == _RINGBUF:
                 check_ring_size(size, f"ring size for map {name!r}")
-            elif not isinstance(size, int) or not 1 <= size <= MAX_ENTRIES:
+            elif (not isinstance(size, int) or isinstance(size, bool)
+                  or not 1 <= size <= MAX_ENTRIES):
                 raise MapSizeError(f"size {size!r} for map {name!r} is invalid: max_entries "
                                    f"must be an int from 1 to {MAX_ENTRIES}")
+        new_types = bytearray()
+        next_id = len(self._types)
+        for name, size in sizes.items():
+            m = self.maps[name]
+            assert m.max_entries_member is not None
             old_ptr = struct.unpack_from("<I", self.data, m.max_entries_member + 4)[0]
             old_arr = self._types[old_ptr][3]
             arr_pos = self._types[old_arr][0]

@@ -127,7 +127,7 @@ async def run(args: argparse.Namespace) -> None:
     prom.ProcessCollector(registry=registry)
     prom.PlatformCollector(registry=registry)
     prom.GCCollector(registry=registry)
-    sock = _listen(args.host, args.port)
+    sock = listen(args.host, args.port)
     try:
         refuse_open_listener(sock.getsockname(), args.host, args.token,
                              f"give a token (--token-file FILE or ${ENV_VAR})")
@@ -135,7 +135,7 @@ async def run(args: argparse.Namespace) -> None:
         sock.close()
         raise
     listener = await anyio.abc.SocketListener.from_socket(sock)
-    server = _Server(registry, args.token)
+    server = MetricsServer(registry, args.token)
     async with listener, exec_events(ring_size=args.ring_size) as events:
         registration = register(events, name="exec", registry=registry)
         try:
@@ -151,14 +151,15 @@ async def run(args: argparse.Namespace) -> None:
             registration.unregister()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket (resolved and bound now, so it can be checked)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=128)
     sock.setblocking(False)
     return sock
 
 
-class _Server:
+class MetricsServer:
     """The accept loop and the requests: bounded in connections, time and bytes."""
 
     def __init__(self, registry: Any, token: str | None) -> None:
@@ -174,11 +175,13 @@ class _Server:
             while True:
                 try:
                     client = await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _OUT_OF_RESOURCES:
+                except (OSError, anyio.BrokenResourceError) as exc:
+                    # anyio's trio backend wraps the OSError in BrokenResourceError
+                    cause = exc if isinstance(exc, OSError) else exc.__cause__
+                    if not isinstance(cause, OSError) or cause.errno not in _OUT_OF_RESOURCES:
                         raise
                     if not self.starved:
-                        _error("exporter", f"cannot accept connections ({exc.strerror}); "
+                        _error("exporter", f"cannot accept connections ({cause.strerror}); "
                                            "pausing until some close")
                     self.starved += 1
                     await anyio.sleep(pause)  # the pending connection waits in the backlog

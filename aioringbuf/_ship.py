@@ -45,7 +45,8 @@ import msgspec
 
 from ._acked import AckedRing, RingRecord
 from ._errors import MissingDependencyError
-from ._exec import DEFAULT_RING_SIZE, ExecEvent, printable
+from ._escape import printable
+from ._exec import DEFAULT_RING_SIZE, ExecEvent
 from ._pin import DEFAULT_PIN_ROOT, PinnedExec, lock_consumer, open_pinned
 
 DEFAULT_STREAM = "AIORINGBUF_EXEC"

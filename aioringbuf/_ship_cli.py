@@ -7,8 +7,7 @@ import asyncio
 import os
 import socket
 import sys
-from functools import partial
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -17,16 +16,22 @@ from ._cli import (
     EXIT_ERROR,
     EXIT_NOPERM,
     EXIT_OK,
+    STDOUT_GRACE,
     TABLE_HEADER,
     _cancel_on_signals,
+    _cancel_when_set,
     _error,
     _positive_float,
+    _setter,
+    _silence_stdout,
     filter_from_args,
     format_json,
     format_row,
 )
 from ._errors import AioRingBufError, NotPrivilegedError
-from ._exec import DEFAULT_RING_SIZE, printable
+from ._escape import printable, terminal
+from ._exec import DEFAULT_RING_SIZE
+from ._output import LineWriter
 from ._pin import DEFAULT_PIN_ROOT, remove_pinned
 from ._ship import DEFAULT_STREAM, RETENTIONS, ShipOptions, Shipper
 
@@ -153,17 +158,18 @@ async def _ship_main(args: argparse.Namespace, options: ShipOptions,
 
 async def _serve_metrics(shipper: Shipper, port: int, *,
                          task_status: anyio.abc.TaskStatus[None]) -> None:
-    from ._exporter import _handle
+    from ._exporter import MetricsServer, listen
     from ._metrics import register, require_prometheus
 
     prom = require_prometheus("aioringbuf ship --metrics-port")
     registry = prom.CollectorRegistry()
     registration = register(shipper, name="ship", registry=registry)
     try:
-        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+        # the exporter's server: bounded connections, EMFILE back-off
+        listener = await anyio.abc.SocketListener.from_socket(listen("127.0.0.1", port))
         async with listener:
             task_status.started()
-            await listener.serve(partial(_handle, registry))
+            await MetricsServer(registry, None).serve(listener)
     finally:
         registration.unregister()
 
@@ -184,14 +190,17 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
     from ._fleet import fleet_events
 
     accept = filter_from_args(args)
-    out: TextIO = sys.stdout
+    sys.stdout.flush()
+    gone = anyio.Event()
+    # Written by a thread: a stalled reader never blocks the signal handling.
+    out = LineWriter(sys.stdout.fileno(), on_broken=_setter(gone))
     shown = 0
     async with anyio.create_task_group() as tg:
         await tg.start(_cancel_on_signals, tg.cancel_scope)
+        tg.start_soon(_cancel_when_set, gone, tg.cancel_scope)
         try:
             if not args.json:
-                out.write(FLEET_HEADER + "\n")
-                out.flush()
+                out.write(FLEET_HEADER)
             with anyio.move_on_after(args.duration or float("inf")):
                 async for fe in fleet_events(args.source, follow=not args.to_end):
                     if not accept(fe.event):
@@ -200,9 +209,9 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
                         line = format_json(fe.event)
                         line = '{"host":' + _json_str(fe.host) + ',' + line[1:]
                     else:
-                        line = f"{printable(fe.host)[:16]:<16} {format_row(fe.event)}"
-                    out.write(line + "\n")
-                    out.flush()
+                        # the host name is the shipper's to choose: escaped like argv
+                        line = f"{terminal(fe.host)[:16]:<16} {format_row(fe.event)}"
+                    out.write(line)
                     shown += 1
         except (AioRingBufError, OSError, asyncio.TimeoutError) as exc:
             _error("exec", f"reading {args.source}: {exc}")
@@ -211,8 +220,13 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
             _error("exec", f"reading {args.source}: {type(exc).__name__}: {exc}")
             status[0] = EXIT_ERROR
         tg.cancel_scope.cancel()
+    out.close(STDOUT_GRACE)
+    if out.broken:
+        _silence_stdout()
+    unwritten = f", {out.dropped} lines not written (stdout not read)" if out.dropped else ""
     if status[0] == EXIT_OK:
-        print(f"aioringbuf exec: {shown} events shown from {args.source}", file=sys.stderr)
+        print(f"aioringbuf exec: {shown} events shown from {args.source}{unwritten}",
+              file=sys.stderr)
 
 
 def _json_str(s: str) -> str:

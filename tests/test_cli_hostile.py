@@ -96,6 +96,26 @@ def test_json_keeps_the_exact_characters(kernel, tmp_path) -> None:
     assert json.loads(out.splitlines()[0])["filename"].endswith(HOSTILE_NAME.decode())
 
 
+def test_json_survives_a_parent_whose_name_is_not_utf8(kernel, tmp_path) -> None:
+    """Every string field can hold a stranger's bytes: here the parent's comm."""
+    mark = marker()
+    shell = os.path.join(os.fsencode(tmp_path), b"\xff\x1b[2Jsh")
+    os.symlink("/bin/sh", shell)
+    with Cli("--json", "--name", mark) as cli:
+        cli.wait_ready()
+        program = tmp_path / mark
+        program.symlink_to(TRUE)
+        subprocess.run([shell, b"-c", f"{program} x; true".encode()], check=True, timeout=20)
+        status, out, err = cli.stop(signal.SIGINT)
+    assert status == 0, err
+    assert "Traceback" not in err
+    _assert_no_controls(out)
+    (ev,) = json_events(out)
+    assert ev["argv"] == [str(tmp_path / mark), "x"]
+    if "pcomm" in ev:  # the parent's name, as far as the kernel tells it
+        assert ev["pcomm"] == "\\xff\x1b[2Jsh"
+
+
 @pytest.mark.parametrize("size", [1 << 30, 1 << 32, (1 << 32) + 4096])
 def test_ring_sizes_beyond_the_kernel_limit_are_one_line(kernel, size: int) -> None:
     """Row 10: refused before any BTF is rewritten: no libbpf dump, no struct.error."""

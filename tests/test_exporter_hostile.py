@@ -78,14 +78,15 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def test_running_out_of_file_descriptors_pauses_accepting(kernel) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "uvloop", "trio"])
+def test_running_out_of_file_descriptors_pauses_accepting(kernel, backend: str) -> None:
     """Row 4: idle connections past ``ulimit -n``. accept() fails with EMFILE: the
     exporter pauses, keeps running, and serves again once the connections close."""
-    with exporter(nofile=256) as (proc, base):
+    with exporter("--backend", backend, nofile=256) as (proc, base):
         used = open_fds(proc.pid)
         assert used < 256 - MAX_CONNECTIONS, used  # room for the cap; so lower the limit:
     nofile = used + 24  # fewer free descriptors than MAX_CONNECTIONS: EMFILE comes first
-    with exporter(nofile=nofile) as (proc, base):
+    with exporter("--backend", backend, nofile=nofile) as (proc, base):
         socks = idle_connections(base, 200)
         try:
             deadline = time.monotonic() + 20

@@ -373,3 +373,14 @@ def test_missing_tracefs_access_is_exit_77_with_one_line(kernel) -> None:
     (line,) = [ln for ln in r.stderr.splitlines() if not ln.startswith("INFO:")]
     assert line.startswith("web: reading /sys/kernel/tracing/"), line
     assert "lacks CAP_DAC_READ_SEARCH" in line
+
+
+# -- row 10, for the web example ------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [1 << 30, 1 << 32])
+def test_ring_sizes_beyond_the_kernel_limit_are_refused_before_loading(size: int) -> None:
+    r = subprocess.run([sys.executable, str(APP), "--port", "0", "--ring-size", str(size)],
+                       capture_output=True, text=True, env=env(), timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"--ring-size {size} is too large" in r.stderr.splitlines()[-1]
+    assert "libbpf" not in r.stderr and "Traceback" not in r.stderr
