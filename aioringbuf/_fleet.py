@@ -34,6 +34,7 @@ class FleetEvent(msgspec.Struct, frozen=True):
     host: str
     key: str
     event: ExecEvent
+    time_ns: int = 0  # the exec's wall time, ns since the epoch, by its host's clock
     seq: int = 0  # the stream sequence (set by fleet_events)
 
 

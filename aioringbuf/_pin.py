@@ -9,7 +9,7 @@ one set::
     <dir>/events            the ring (BPF_MAP_TYPE_RINGBUF)
     <dir>/events_drops      its per-CPU drop counter
     <dir>/exec_enter_drops  attempts lost at syscall entry
-    <dir>/link_<program>    one perf link per tracepoint program
+    <dir>/link_<program>    one link per program (perf link, or raw tracepoint link)
     <dir>/version           pinned last: a marker of the object that made the set
 
 pylibbpf attaches through libbpf links that are disabled when they are
@@ -40,6 +40,7 @@ TRACEFS = "/sys/kernel/tracing"
 PIN_FORMAT = b"aioringbuf-pins-1"  # bump when the layout of a set changes
 MARKER_SIZE = 64
 
+BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
 BPF_PERF_EVENT = 41
 _SYS_PERF_EVENT_OPEN = 298  # x86-64
@@ -130,6 +131,34 @@ def tracepoint_id(section: str) -> int:
         raise BpfObjectError(
             f"tracepoint {rest} not found under {TRACEFS}/events (is tracefs mounted?)"
         ) from None
+
+
+class _RawTpOpen(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_uint64),
+        ("prog_fd", ctypes.c_uint32),
+        ("_pad0", ctypes.c_uint32),
+        ("cookie", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint8 * 104),
+    ]
+
+
+def attach_program(prog_fd: int, section: str) -> int:
+    """Attach a program by its section name through a pinnable link; return the link fd.
+
+    ``tracepoint/`` (or ``tp/``): a perf link on the tracepoint's perf event;
+    ``tp_btf/``: BPF_RAW_TRACEPOINT_OPEN without a name (the target is in the
+    program's BTF); ``raw_tp/`` (or ``raw_tracepoint/``): the same, by name.
+    """
+    kind, _, rest = section.partition("/")
+    if kind in ("tracepoint", "tp"):
+        return attach_tracepoint(prog_fd, section)
+    if kind in ("tp_btf", "raw_tp", "raw_tracepoint"):
+        name = ctypes.create_string_buffer(rest.encode())
+        attr = _RawTpOpen(0 if kind == "tp_btf" else ctypes.addressof(name), prog_fd)
+        return _syscall.bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching {section}")
+    raise BpfObjectError(f"program section {section!r}: aioringbuf can pin only tracepoint, "
+                         "tp_btf and raw_tp programs")
 
 
 def attach_tracepoint(prog_fd: int, section: str) -> int:
@@ -304,7 +333,7 @@ def _create(path: str, ring_size: int) -> None:
         for prog in obj.program_names:
             prog_fd = obj.program_fd(prog)
             try:
-                link_fd = attach_tracepoint(prog_fd, sections[prog])
+                link_fd = attach_program(prog_fd, sections[prog])
             finally:
                 os.close(prog_fd)
             try:

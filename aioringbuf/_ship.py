@@ -157,9 +157,15 @@ def encode_event(ev: ExecEvent) -> tuple[bytes, bool]:
 
 
 def envelope(host: str, key: str, ev: ExecEvent) -> tuple[bytes, bool]:
-    """``{"host": ..., "key": ..., "event": <the event's JSON>}``."""
+    """``{"host", "key", "time_ns", "event": <the event's JSON>}``.
+
+    ``time_ns`` is the exec's wall time (ns since the epoch) as this host
+    knows it: ``ts_ns`` is CLOCK_MONOTONIC of the host that traced it, which
+    means nothing on another machine.
+    """
     body, lossy = encode_event(ev)
-    return b'{"host":%s,"key":%s,"event":%s}' % (_enc.encode(host), _enc.encode(key), body), lossy
+    return (b'{"host":%s,"key":%s,"time_ns":%d,"event":%s}'
+            % (_enc.encode(host), _enc.encode(key), ev.wall_time_ns, body)), lossy
 
 
 class _SessionLost(Exception):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import socket
 import sys
+import time
 from typing import Any
 
 import anyio
@@ -205,12 +207,8 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
                 async for fe in fleet_events(args.source, follow=not args.to_end):
                     if not accept(fe.event):
                         continue
-                    if args.json:
-                        line = format_json(fe.event)
-                        line = '{"host":' + _json_str(fe.host) + ',' + line[1:]
-                    else:
-                        # the host name is the shipper's to choose: escaped like argv
-                        line = f"{terminal(fe.host)[:16]:<16} {format_row(fe.event)}"
+                    # the host name is the shipper's to choose: escaped like argv
+                    line = fleet_json(fe) if args.json else fleet_row(fe)
                     out.write(line)
                     shown += 1
         except (AioRingBufError, OSError, asyncio.TimeoutError) as exc:
@@ -229,7 +227,19 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
               file=sys.stderr)
 
 
-def _json_str(s: str) -> str:
+def fleet_row(fe: Any) -> str:
+    """`exec`'s row with a HOST column, and the time by the exec's host's clock."""
+    clock = time.strftime("%H:%M:%S", time.localtime(fe.time_ns // 1_000_000_000))
+    row = format_row(fe.event)  # starts with the clock as this host would compute it
+    return f"{terminal(fe.host)[:16]:<16} {clock:<8}{row[8:]}"
+
+
+def fleet_json(fe: Any) -> str:
+    """`exec --json`'s object plus "host", with "time" from the exec's host."""
     import msgspec
 
-    return msgspec.json.encode(printable(s)).decode()
+    doc = msgspec.json.decode(format_json(fe.event))
+    wall = fe.time_ns
+    when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
+    doc["time"] = f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z"
+    return msgspec.json.encode({"host": printable(fe.host), **doc}).decode()

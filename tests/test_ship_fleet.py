@@ -167,3 +167,35 @@ def test_ship_serves_its_metrics(pin_dirs):
             assert agent.stop() == 0
         finally:
             agent.close()
+
+
+def test_exec_from_escapes_a_hostile_host_and_uses_the_senders_clock():
+    """Anyone who may publish to the stream chooses the host name: it is escaped."""
+    ev = {"ts_ns": 5, "pid": 1, "tid": 1, "ppid": 0, "uid": 0, "gid": 0, "comm": "sh",
+          "cgroup_id": 1, "filename": "/bin/sh", "argv": ["sh"], "args_truncated": False,
+          "ret": 0}
+    body = json.dumps({"host": "\x1b[2Jevil\nfake row", "key": "k1",
+                       "time_ns": 1_000_000_000_000_000_000, "event": ev}).encode()
+
+    async def publish(url):
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="AIORINGBUF_EXEC", subjects=["aioringbuf.exec.>"])
+        await js.publish("aioringbuf.exec.evil", body)
+        await js.publish("aioringbuf.exec.evil", b"not an envelope")  # skipped
+        await nc.close()
+
+    with nats_server() as server:
+        asyncio.run(publish(server.url))
+        table = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from", server.url,
+                                "--no-follow"], capture_output=True, text=True, timeout=60)
+        as_json = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from",
+                                  server.url, "--no-follow", "--json"],
+                                 capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()
+    assert len(rows) == 2 and "\x1b" not in table.stdout
+    assert rows[1].startswith("\\x1b[2Jevil\\nfak")
+    doc = json.loads(as_json.stdout)
+    assert doc["host"] == "\x1b[2Jevil\nfake row"  # JSON escapes it itself
+    assert doc["time"] == "2001-09-09T01:46:40.000000000Z"
