@@ -289,19 +289,24 @@ class ExecRun:
     shown: int = 0
     stats: Any = None
     enter_drops: int | None = None
+    unread: int | None = None
     exit_status: int = EXIT_OK
     unwritten: int = 0  # lines stdout did not take (reader stalled or gone)
 
     def summary(self) -> str:
+        """Every bucket: events + kernel drops + queue drops + decode errors +
+        unread == every record the kernel tried to write."""
         st = self.stats
         if st is None:
             return "aioringbuf exec: 0 events"
         kernel = "unknown" if st.kernel_drops is None else st.kernel_drops
+        unread = "unknown" if self.unread is None else self.unread
         at_entry = f" ({self.enter_drops} at entry)" if self.enter_drops else ""
         unwritten = (f", {self.unwritten} lines not written (stdout not read)"
                      if self.unwritten else "")
         return (f"aioringbuf exec: {st.delivered} events ({self.shown} shown), "
-                f"{kernel} kernel drops{at_entry}, {st.queue_drops} queue drops{unwritten}")
+                f"{kernel} kernel drops{at_entry}, {st.queue_drops} queue drops, "
+                f"{st.decode_errors} decode errors, {unread} unread at exit{unwritten}")
 
 
 def run_exec(args: argparse.Namespace) -> int:
@@ -318,19 +323,37 @@ def run_exec(args: argparse.Namespace) -> int:
     return run.exit_status
 
 
+DRAIN_TIMEOUT = 1.0  # seconds to print what the ring still holds at the end
+
+
 async def _exec_main(args: argparse.Namespace, run: ExecRun) -> None:
     """Trace until a signal, --duration, or an error; record results in ``run``."""
+    stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        await tg.start(_cancel_on_signals, tg.cancel_scope)
-        with anyio.move_on_after(args.duration if args.duration else float("inf")):
-            await _trace(args, run)
+        await tg.start(_stop_on_signals, stopping, tg.cancel_scope)
+        await _trace(args, run, stopping)
         tg.cancel_scope.cancel()  # stop the signal watcher
+
+
+async def _stop_on_signals(
+    stopping: anyio.Event, scope: anyio.CancelScope, *,
+    task_status: anyio.abc.TaskStatus[None],
+) -> None:
+    """SIGINT/SIGTERM: stop producing and print what is left (up to
+    DRAIN_TIMEOUT); a second one ends the trace at once. Status 0 either way."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for _ in signals:
+            if stopping.is_set():
+                scope.cancel()
+                return
+            stopping.set()
 
 
 async def _cancel_on_signals(
     scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
 ) -> None:
-    """Turn SIGINT/SIGTERM into a cancellation: the trace ends, status 0."""
+    """Turn SIGINT/SIGTERM into a cancellation (how the exporter ends)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for _ in signals:
@@ -341,7 +364,7 @@ async def _cancel_on_signals(
 STDOUT_GRACE = 0.5  # seconds at exit for queued lines to reach a slow reader
 
 
-async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
+async def _trace(args: argparse.Namespace, run: ExecRun, stopping: anyio.Event) -> None:
     accept = filter_from_args(args)
     fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
     try:
@@ -357,8 +380,16 @@ async def _trace(args: argparse.Namespace, run: ExecRun) -> None:
             try:
                 _announce(args, out)
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_cancel_when_set, gone, tg.cancel_scope)
-                    await _print_events(events, accept, fmt, out, run)
+                    tg.start_soon(_set_when_set, gone, stopping)
+                    tg.start_soon(_print_events, events, accept, fmt, out, run)
+                    with anyio.move_on_after(args.duration if args.duration else float("inf")):
+                        await stopping.wait()
+                    # The end: no new records, then what the ring holds, briefly
+                    # (not if the reader left); the rest is counted as unread.
+                    events.stop_producing()
+                    with anyio.move_on_after(0 if gone.is_set() else DRAIN_TIMEOUT):
+                        while not events.caught_up():
+                            await anyio.sleep(0.005)
                     tg.cancel_scope.cancel()
             finally:
                 out.close(STDOUT_GRACE)
@@ -387,9 +418,9 @@ def _setter(event: anyio.Event) -> Callable[[], None]:
     return set_event
 
 
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+async def _set_when_set(event: anyio.Event, then: anyio.Event) -> None:
     await event.wait()
-    scope.cancel()
+    then.set()
 
 
 def _announce(args: argparse.Namespace, out: LineWriter) -> None:
@@ -419,8 +450,10 @@ async def _print_events(
 
 
 def _finish(events: ExecEvents, run: ExecRun) -> None:
+    events.close()  # detached already, unless a second signal came first
     run.enter_drops = events.enter_drops()
     run.stats = events.stats()
+    run.unread = events.unread()
 
 
 def _silence_stdout() -> None:

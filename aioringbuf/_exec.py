@@ -356,6 +356,7 @@ class ExecEvents:
         self._entered = False
         self._closed = False
         self._final_enter_drops: int | None = None
+        self._final_written: int | None = None
 
     # -- opening ----------------------------------------------------------
 
@@ -441,18 +442,50 @@ class ExecEvents:
 
     # -- closing and statistics ---------------------------------------------
 
+    def stop_producing(self) -> None:
+        """Detach the programs: no new records; what the ring holds can still
+        be read (until :meth:`caught_up`), and the rest is :meth:`unread`."""
+        if self._obj is not None and self._final_written is None:
+            self._obj.detach()  # returns once no program runs any more
+            self._final_written = self._read_counter("events_written")
+            self._final_enter_drops = self._read_counter("exec_enter_drops")
+
     def close(self) -> None:
-        """Close the stream and detach the programs. Idempotent."""
+        """Stop producing (detach), then close the stream. Idempotent.
+
+        Records the ring still held are not lost from the count: they are
+        :meth:`unread`.
+        """
         if self._closed:
             return
         self._closed = True
-        if self._obj is not None:
-            self._final_enter_drops = self._read_enter_drops()
+        self.stop_producing()
         if self._stream is not None:
             self._stream.close()  # keeps its final stats()
         if self._obj is not None:
             self._obj.close()
             self._obj = None
+
+    def written(self) -> int | None:
+        """Records the kernel put into the ring (None before loading)."""
+        if self._final_written is not None or self._obj is None:
+            return self._final_written
+        return self._read_counter("events_written")
+
+    def unread(self) -> int | None:
+        """Records the ring accepted that were neither delivered nor counted as
+        dropped or bad: after close, what shutdown left behind. So that
+        ``written() + kernel_drops == delivered + kernel_drops + queue_drops
+        + decode_errors + discarded + unread()`` holds exactly."""
+        written = self.written()
+        if written is None or self._stream is None:
+            return None
+        st = self._stream.stats()
+        return written - (st.delivered + st.queue_drops + st.decode_errors + st.discarded)
+
+    def caught_up(self) -> bool:
+        """After :meth:`stop_producing`: has everything been delivered or counted?"""
+        return self._final_written is not None and self.unread() == 0
 
     async def aclose(self) -> None:
         self.close()
@@ -478,14 +511,14 @@ class ExecEvents:
 
     def enter_drops(self) -> int | None:
         """Attempts lost at entry (in-flight table full); None before loading."""
-        if self._obj is None:
+        if self._final_enter_drops is not None or self._obj is None:
             return self._final_enter_drops
-        return self._read_enter_drops()
+        return self._read_counter("exec_enter_drops")
 
-    def _read_enter_drops(self) -> int | None:
+    def _read_counter(self, name: str) -> int | None:
         assert self._obj is not None
         try:
-            return _syscall.percpu_u64_sum(self._obj.map_fd("exec_enter_drops"))
+            return _syscall.percpu_u64_sum(self._obj.map_fd(name))
         except (OSError, RuntimeError, LookupError, anyio.ClosedResourceError):
             return None  # not loaded (far enough) to have the map
 

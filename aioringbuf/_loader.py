@@ -154,6 +154,16 @@ class BpfObject:
             return NotPrivilegedError(f"loading {self.path}")
         return BpfObjectError(f"loading {self.path} failed: {text} (libbpf's log above says why)")
 
+    def detach(self) -> None:
+        """Detach its programs, keeping maps and streams: no new records come,
+        and what the rings hold can still be read. Idempotent."""
+        attached, self._attached = self._attached, []
+        for prog in attached:
+            try:
+                prog.detach()
+            except pylibbpf.BpfException:
+                pass  # already detached
+
     def close(self) -> None:
         """Close its streams, detach its programs, free its maps. Idempotent."""
         if self._closed:
@@ -162,13 +172,7 @@ class BpfObject:
         streams, self._streams = self._streams, []
         for s in streams:
             s.close()
-        attached, self._attached = self._attached, []
-        for prog in attached:
-            try:
-                prog.detach()
-            except pylibbpf.BpfException:
-                pass  # already detached
-        del attached
+        self.detach()
         self._obj = None  # the last reference: pylibbpf closes its fds now
 
     async def __aenter__(self) -> BpfObject:

@@ -28,7 +28,7 @@
  * they leave out never reaches the ring and is counted nowhere.
  *
  * Accounting: a record that the ring has no room for is counted in
- * events_drops (stats().kernel_drops). An entry that cannot be parked
+ * events_drops (stats().kernel_drops), one it took in events_written. An entry that cannot be parked
  * (more than EXEC_INFLIGHT_MAX execs in flight at once) is counted in
  * exec_enter_drops: if that exec succeeds it is still reported (without
  * dirfd/at_flags, flagged EXEC_F_NO_ENTRY); if it fails, it is not.
@@ -212,13 +212,29 @@ static __always_inline void fill_context(struct exec_event *e, __u32 tid)
 	BPF_CORE_READ_STR_INTO(&e->pcomm, parent, comm);
 }
 
+/* Records the ring accepted, so that after detaching user space knows how
+ * many it has yet to read: written == delivered + queue_drops +
+ * decode_errors + what is still unread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} events_written SEC(".maps");
+
+static __always_inline void write_record(void *data, __u64 size)
+{
+	if (AIORINGBUF_OUTPUT(events, data, size, 0) == 0)
+		aiorb_count_drop(&events_written); /* a plain per-CPU count */
+}
+
 static __always_inline int output(struct exec_buf *b)
 {
 	__u64 size = sizeof(b->hdr) + b->hdr.filename_len + b->hdr.args_len;
 
 	/* At most 120 + 4096 + 4096 already; the mask proves the bound. */
 	size &= EXEC_BUF_SIZE - 1;
-	AIORINGBUF_OUTPUT(events, b, size, 0);
+	write_record(b, size);
 	return 0;
 }
 
@@ -570,7 +586,7 @@ int BPF_PROG(on_process_exit, struct task_struct *p)
 	e.exit_code = (code >> 8) & 0xff;
 	e.signal = code & 0x7f;
 	bpf_get_current_comm(e.comm, sizeof(e.comm));
-	AIORINGBUF_OUTPUT(events, &e, sizeof(e), 0);
+	write_record(&e, sizeof(e));
 	return 0;
 }
 

@@ -26,7 +26,8 @@ from privileges import AS_NOBODY
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
 SUMMARY = re.compile(
-    r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops"
+    r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops, "
+    r"(\d+) decode errors, (\d+) unread at exit"
     r"(?:, (\d+) lines not written \(stdout not read\))?$"
 )
 
@@ -90,19 +91,20 @@ def run(argv: list[str]) -> subprocess.Popen:
     return proc
 
 
-def summary(stderr: str) -> tuple[int, int, int, int]:
+def summary(stderr: str) -> tuple[int, ...]:
     lines = stderr.strip().splitlines()
     m = SUMMARY.match(lines[-1])
     assert m, stderr
     assert "Traceback" not in stderr
-    return tuple(int(g) for g in m.groups()[:4])  # type: ignore[return-value]
+    # events, shown, kernel drops, queue drops, decode errors, unread at exit
+    return tuple(int(g) for g in m.groups()[:6])
 
 
 def unwritten(stderr: str) -> int:
     """Lines the CLI could not write to its stdout, from its summary (0 if none)."""
     m = SUMMARY.match(stderr.strip().splitlines()[-1])
     assert m, stderr
-    return int(m.group(5) or 0)
+    return int(m.group(7) or 0)
 
 
 def rows(stdout: str, mark: str) -> list[list[str]]:
@@ -126,8 +128,8 @@ def test_table_shows_each_exec_as_a_row(kernel) -> None:
     assert re.fullmatch(r"\d\d:\d\d:\d\d", row.split()[0])
     assert row.split()[1:5] == ["echo", str(proc.pid), str(os.getpid()), "0"]
     assert row.endswith(f"/bin/echo {mark} 'two words' ''")
-    delivered, shown, kernel_drops, queue_drops = summary(err)
-    assert delivered >= shown >= 1 and kernel_drops == queue_drops == 0
+    delivered, shown, kernel_drops, queue_drops, decode_errors, _unread = summary(err)
+    assert delivered >= shown >= 1 and kernel_drops == queue_drops == decode_errors == 0
 
 
 def test_json_lines_escape_bytes_that_are_not_utf8(kernel) -> None:
@@ -184,7 +186,7 @@ def test_uid_filter(kernel) -> None:
     (ev,) = [e for e in events if mark in e["argv"]]
     assert ev["argv"] == [TRUE, mark, "nobody"] and ev["pid"] == nobody.pid
     assert ev["gid"] == 65534
-    delivered, shown, _, _ = summary(err)
+    delivered, shown, *_ = summary(err)
     # filtered in the kernel: nothing else entered the ring or the counts
     assert delivered == shown == len(events)
 
@@ -239,7 +241,7 @@ def test_failed_filter_shows_only_failures(kernel, tmp_path) -> None:
     assert body and all(int(line.split()[4]) < 0 for line in body)
     (row,) = rows(out, mark)
     assert row[1:] == ["sh", str(proc.pid), str(os.getpid()), "-2", str(missing)]
-    delivered, shown, _, _ = summary(err)
+    delivered, shown, *_ = summary(err)
     assert delivered == shown == len(body)  # no success entered the ring
 
 
@@ -375,3 +377,38 @@ def test_exits_show_code_signal_and_time(kernel, cgroup_root) -> None:
     (ev,) = [e for e in json_events(jout) if e.get("event") == "exit"]
     assert (ev["pid"], ev["signal"], ev["exit_code"], ev["comm"]) == (killed.pid, 9, 0, "sleep")
     assert ev["since_exec"] and ev["duration_ns"] > 0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("ring_size", [8 << 20, 256 << 10])
+def test_shutdown_accounts_for_every_attempt(kernel, cgroup_root, ring_size) -> None:
+    """The consumer is stopped (SIGSTOP) while 6,000 execs run in its cgroup,
+    then gets SIGTERM: it detaches, prints what the ring holds for up to a
+    second, and its summary accounts for every attempt, exactly."""
+    group = cgroup_root / "burst"
+    group.mkdir()
+    workers, each = 4, 1500
+    with Cli("--json", "--cgroup", str(group), "--ring-size", str(ring_size)) as cli:
+        cli.wait_ready()
+        cli.proc.send_signal(signal.SIGSTOP)
+        loop = f"for i in $(seq {each}); do {TRUE}; done"
+        shells = [spawn_in(group, ["/bin/sh", "-c", loop]) for _ in range(workers)]
+        for p in shells:
+            assert p.wait(timeout=120) == 0
+        cli.proc.send_signal(signal.SIGTERM)  # pending until it runs again
+        cli.proc.send_signal(signal.SIGCONT)
+        status, out, err = cli.stop(sig=0, timeout=60)
+    assert status == 0, err
+    attempts = workers * (each + 2)  # each worker also execs sh and seq
+    delivered, shown, kernel_drops, queue_drops, decode_errors, unread = summary(err)
+    printed = json_events(out)
+    print(f"ring {ring_size}: {attempts} attempts = {delivered} delivered + {kernel_drops} "
+          f"kernel drops + {queue_drops} queue drops + {decode_errors} decode errors + "
+          f"{unread} unread")
+    assert len(printed) == shown == delivered  # all in the cgroup, all shown
+    assert delivered + kernel_drops + queue_drops + decode_errors + unread == attempts
+    assert queue_drops == decode_errors == 0
+    if ring_size == 8 << 20:
+        assert kernel_drops == 0  # 6,008 records fit in 8 MiB
+    else:
+        assert kernel_drops > 0

@@ -418,3 +418,23 @@ def test_decoder_round_trip_and_size_checks() -> None:
     bad[-1] = ord("y")  # the argv area does not end with a NUL
     with pytest.raises(aioringbuf.DecodeError):
         aioringbuf.decode(ExecEvent, bytes(bad))
+
+
+async def test_close_counts_what_the_ring_still_held(kernel, anyio_backend, cgroup_root):
+    """Closed with records still in the ring: they are counted as unread, and
+    delivered + kernel_drops + queue_drops + decode_errors + unread == attempts."""
+    mark = marker()
+    async with exec_events(cgroup=cgroup_root) as events:
+        workers = start_burst(mark, cgroup_root)
+        for p in workers:
+            assert await wait(p) == 0
+        got = await collect(events, is_burst(mark), 10)  # read a few, leave the rest
+        assert events.unread() is not None and events.unread() > 0
+    st = events.stats()
+    attempts = BURST_WORKERS * (BURST_EACH + 2)  # each worker also execs sh and seq
+    unread = events.unread()
+    print(f"closed early: {st.delivered} delivered, {unread} unread, "
+          f"{st.kernel_drops} kernel drops, {attempts} attempts")
+    assert len(got) == 10 and st.delivered >= 10 and unread > 0
+    assert st.delivered + st.kernel_drops + st.queue_drops + st.decode_errors + unread == attempts
+    assert events.written() == attempts - st.kernel_drops
