@@ -43,7 +43,7 @@ from ._perfring import (
     PerfRingCorrupt,
     padded_raw_size,
 )
-from ._ring import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, record_span
+from ._ring import BUSY_BIT, DISCARD_BIT, HEADER_SIZE, RingCorrupt, record_span
 
 if TYPE_CHECKING:
     import numpy as np
@@ -265,7 +265,13 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
         if word & BUSY_BIT:
             busy = True  # records are ordered by reservation: later ones wait
             break
-        cons += record_span(length)
+        span = record_span(length)
+        if span > prod - cons:
+            raise RingCorrupt(
+                f"ring buffer record at position {cons} claims {length} bytes, past the "
+                f"producer position {prod}: the ring is corrupt"
+            )
+        cons += span
         if word & DISCARD_BIT:
             discarded += 1
             continue

@@ -174,6 +174,19 @@ def test_ring_take_matches_the_walk(tp, kinds, busy_at, start, budget, strict) -
     same_result(got, want, "ring")
 
 
+def test_a_record_past_the_producer_is_corrupt_for_both_walks() -> None:
+    from aioringbuf._ring import RingCorrupt
+
+    ring = FakeRing(0)
+    ring.put(sample_bytes(Sample, 0))
+    ring.put(bytes(100))
+    prod = ring.prod - 8  # the second record runs past what was published
+    with pytest.raises(RingCorrupt):
+        walk(ring.buf, ring.BASE, RING - 1, 0, prod, 10, decoders_for(Sample)[0], [], None, False)
+    with pytest.raises(RingCorrupt, match="past the producer position"):
+        ring_take(ring.buf, ring.BASE, RING - 1, 0, prod, 10, columns_for(Sample), False)
+
+
 def test_ring_take_is_one_block_for_a_wrapping_span() -> None:
     ring = FakeRing(RING - 40)  # the third record runs past the end of the first mapping
     for i in range(6):
