@@ -418,6 +418,12 @@ def _setter(event: anyio.Event) -> Callable[[], None]:
     return set_event
 
 
+async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once ``event`` is set (`exec --from`'s end on EPIPE)."""
+    await event.wait()
+    scope.cancel()
+
+
 async def _set_when_set(event: anyio.Event, then: anyio.Event) -> None:
     await event.wait()
     then.set()
