@@ -8,6 +8,7 @@ budgeted drain takes.
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 from soak import soak
@@ -17,9 +18,11 @@ pytestmark = pytest.mark.anyio
 SECONDS = float(os.environ.get("AIORINGBUF_SOAK_SECONDS", "30"))
 
 
-async def test_overload_soak(ringgen_factory, bpffs, tmp_path) -> None:
+async def test_overload_soak(ringgen_factory, bpffs) -> None:
     gen = ringgen_factory(1 << 20)
-    r = await soak(gen, SECONDS, str(bpffs / f"aioringbuf-soak-{tmp_path.name}"))
+    # A name of this run's own: other runs on the machine may soak at the same time.
+    pin = bpffs / f"aioringbuf-soak-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    r = await soak(gen, SECONDS, str(pin))
     print(f"\nsoak {SECONDS:.0f}s: produced={r.produced} delivered={r.delivered} "
           f"kernel_drops={r.kernel_drops} rss={r.rss_kib[0]}..{max(r.rss_kib)} KiB "
           f"max_lateness={r.max_timer_lateness * 1000:.1f} ms")
