@@ -28,6 +28,7 @@ import msgspec
 
 from . import _fast
 from ._errors import DecodeError, EventLayoutError, RecordSizeError
+from ._ring import specialized_walk
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     name = cls.__name__
     if tail is None:
         size = offset + (-offset % max_align)
-        check = f"    if n != {size}:\n        raise _size_error(n)\n"
+        check = f"if n != {size}:\n    raise _size_error(n)"
 
         def size_error(n: int) -> RecordSizeError:
             return RecordSizeError(
@@ -332,7 +333,7 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
             )
     else:
         size = offset
-        check = f"    if n < {size}:\n        raise _size_error(n)\n"
+        check = f"if n < {size}:\n    raise _size_error(n)"
 
         def size_error(n: int) -> RecordSizeError:
             return RecordSizeError(
@@ -346,12 +347,17 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
             args.append(f"_str(bytes({rest}))")
         else:
             args.append(f"_strs(bytes({rest}))")
-    body = "v = _unpack(buf, off)\n    " if slot else ""
-    src = (
-        "def decode(buf, off, n):\n"
-        f"{check}"
-        f"    {body}return _cls({', '.join(args)})\n"
-    )
+    # The decoding statements, shared by the decoder and the ring walk made
+    # for it (_ring.specialized_walk): buf, off and n in, ev out.
+    stmts = [check]
+    if tail is None and args == [f"v[{i}]" for i in range(slot)]:
+        stmts.append("ev = _cls(*_unpack(buf, off))")  # scalars and Bytes only: no tuple indexing
+    else:
+        if slot:
+            stmts.append("v = _unpack(buf, off)")
+        stmts.append(f"ev = _cls({', '.join(args)})")
+    src = "def decode(buf, off, n):\n" + "".join(
+        "    " + line + "\n" for stmt in stmts for line in stmt.split("\n")) + "    return ev\n"
     namespace: dict[str, Any] = {
         "_unpack": fixed.unpack_from,
         "_cls": cls,
@@ -360,12 +366,14 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
         "_size_error": size_error,
     }
     exec(compile(src, f"<aioringbuf decoder for {cls.__qualname__}>", "exec"), namespace)
+    py_decode = namespace["decode"]
+    py_decode.ring_walk = specialized_walk(stmts, namespace, cls.__qualname__)
     layout = Layout(offsets, size, max_align, tail is not None)
     tail_kind = "" if tail is None else tail.kind.__name__  # bytes, str or list
     direct = tuple(names) if _plain_constructor(cls) else None
     _native_args[cls] = (cls, tuple(spec), size, tail_kind, size_error, direct)
     native = None if _fast.Layout is None else _fast.Layout(*_native_args[cls])
-    result = (layout, namespace["decode"], native)
+    result = (layout, py_decode, native)
     _cache[cls] = result
     return result
 

@@ -111,6 +111,10 @@ def walk(
     raises :class:`RingCorrupt` (the kernel moves ``producer_pos`` past
     whole records only).
     """
+    special = getattr(decode, "ring_walk", None)
+    if special is not None:  # this walk with the decoder inlined (specialized_walk)
+        return special(data, base, mask, cons, prod, budget, decode, events,  # type: ignore[no-any-return]
+                       starts, strict)
     taken = discarded = decode_errors = 0
     while cons < prod and taken < budget:
         off = base + (cons & mask)
@@ -121,10 +125,7 @@ def walk(
         length = word & ~(BUSY_BIT | DISCARD_BIT)
         span = (length + HEADER_SIZE + 7) & ~7
         if span > prod - cons:
-            raise RingCorrupt(
-                f"ring buffer record at position {cons} claims {length} bytes, past the "
-                f"producer position {prod}: the ring is corrupt"
-            )
+            raise _corrupt(cons, length, prod)
         start = cons
         cons += span
         if word & DISCARD_BIT:
@@ -143,3 +144,62 @@ def walk(
         taken += 1
     return WalkResult(cons, Stop.EMPTY if cons >= prod else Stop.BUDGET, decode_errors,
                       discarded)
+
+
+def _corrupt(cons: int, length: int, prod: int) -> RingCorrupt:
+    return RingCorrupt(
+        f"ring buffer record at position {cons} claims {length} bytes, past the "
+        f"producer position {prod}: the ring is corrupt"
+    )
+
+
+# walk() above, line for line, with a decoder's statements (buf, off, n in;
+# ev out) in place of the call to it. For the pure-Python path, where a
+# Python call per record costs as much as the decoding itself.
+_SPECIALIZED = """
+def walk(buf, base, mask, cons, prod, budget, decode, events, starts, strict):
+    taken = discarded = decode_errors = 0
+    append = events.append
+    add_start = None if starts is None else starts.append
+    while cons < prod and taken < budget:
+        hoff = base + (cons & mask)
+        word = _header(buf, hoff)[0]
+        if word & BUSY_BIT:
+            return _Result(cons, _BUSY, decode_errors, discarded)
+        n = word & LENGTH
+        span = (n + 15) & ~7
+        if span > prod - cons:
+            raise _corrupt(cons, n, prod)
+        start = cons
+        cons += span
+        if word & DISCARD_BIT:
+            discarded += 1
+            continue
+        off = hoff + 8
+        try:
+{decode}
+        except Exception as exc:
+            decode_errors += 1
+            if strict:
+                return _Result(cons, _ERROR, decode_errors, discarded, exc)
+            continue
+        append(ev)
+        if add_start is not None:
+            add_start(start)
+        taken += 1
+    return _Result(cons, _EMPTY if cons >= prod else _BUDGET, decode_errors, discarded)
+"""
+
+
+def specialized_walk(stmts: list[str], namespace: dict[str, Any], name: str) -> Callable[..., Any]:
+    """:func:`walk` with the decoding statements ``stmts`` inlined; they run
+    with ``namespace`` (the decoder's) and may raise like the decoder."""
+    body = "".join(" " * 12 + line + "\n" for stmt in stmts for line in stmt.split("\n"))
+    scope = {
+        **namespace, "_header": _header, "_Result": WalkResult, "_corrupt": _corrupt,
+        "BUSY_BIT": BUSY_BIT, "DISCARD_BIT": DISCARD_BIT, "LENGTH": ~(BUSY_BIT | DISCARD_BIT),
+        "_BUSY": Stop.BUSY, "_ERROR": Stop.ERROR, "_EMPTY": Stop.EMPTY, "_BUDGET": Stop.BUDGET,
+    }
+    exec(compile(_SPECIALIZED.format(decode=body), f"<aioringbuf walk for {name}>", "exec"),
+         scope)
+    return scope["walk"]  # type: ignore[no-any-return]

@@ -107,6 +107,8 @@ def consumers() -> list[Consumer]:
         Consumer("aioringbuf RingBuffer async for, pure Python", "ring", aiorb, ("iter",),
                  (("AIORINGBUF_PURE", "1"),), python=py),
         Consumer("aioringbuf RingBuffer arrays()", "ring", aiorb, ("arrays",), python=py),
+        Consumer("naive pure Python: mmap + struct.unpack_from", "ring",
+                 (py, str(HERE / "consumers/naive_consumer.py")), python=py),
         Consumer("aioringbuf PerfBuffer async for", "perf", aiorb, ("iter",), python=py),
         Consumer("aioringbuf PerfBuffer batches()", "perf", aiorb, ("batch",), python=py),
         Consumer("aioringbuf PerfBuffer arrays()", "perf", aiorb, ("arrays",), python=py),
@@ -415,6 +417,14 @@ def targets(rows: list[Row]) -> list[dict[str, object]]:
                                  r.extra["cpu_us_per_event_by_round"])
             add(f"drain speed >= {factor}x {peer} (by CPU/event)", name, vals,
                 lambda m, f=factor: m >= f, "x")
+    naive = find("drain", "naive pure Python: mmap + struct.unpack_from")
+    pure = find("drain", "aioringbuf RingBuffer async for, pure Python")
+    if naive is not None and pure is not None:
+        # Issue 13: the pure-Python path no slower than the obvious consumer.
+        vals = paired_ratios(naive.extra["cpu_us_per_event_by_round"],
+                             pure.extra["cpu_us_per_event_by_round"])
+        add("pure-Python async for as fast as the naive consumer (by CPU/event)", pure.consumer,
+            vals, lambda m: m >= 1.0, "x")
     for r in rows:
         if r.scenario == "wakeups" and "adaptive wakeups" in r.consumer and not r.skipped:
             vals = r.extra.get("producer_vs_alone_by_round") or []

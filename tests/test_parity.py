@@ -143,12 +143,17 @@ def fussy(buf: Any, off: int, n: int) -> bytes:
 
 def decoders(kind: str) -> list[tuple[str, Any, Any]]:
     """(label, decoder for the Python walk, decoder for the C walk) pairs."""
+    # A generated decoder carries a ring walk with it inlined (ring_walk,
+    # _ring.specialized_walk), which _ring.walk runs instead of itself; a
+    # plain wrapper around the decoder makes it take its own loop.
     if kind == "fixed":
         py, native = both(Fixed)
-        return [("fixed", py, native), ("fixed/python-in-c", py, py)]
+        assert py.ring_walk is not None
+        return [("fixed", py, native), ("fixed/python-in-c", py, py),
+                ("fixed/unspecialized", lambda *a: py(*a), native)]
     if kind == "tail":
         py, native = both(WithBytes)
-        return [("tail", py, native)]
+        return [("tail", py, native), ("tail/unspecialized", lambda *a: py(*a), native)]
     plain = fussy if kind == "fussy" else _codec.decoder_for(None)
     return [(kind, plain, plain)]
 
