@@ -14,7 +14,7 @@ Your own programs:
 
 Every machine's execs, shipped by ``aioringbuf ship`` to NATS JetStream::
 
-    async for fe in aioringbuf.fleet_events("nats://broker:4222"):
+    async for fe in aioringbuf.exec.fleet_events("nats://broker:4222"):
         print(fe.host, fe.event.argv)
 
 Many readers of one stream (one ring has one consumer)::
@@ -22,35 +22,17 @@ Many readers of one stream (one ring has one consumer)::
     async with aioringbuf.exec_events() as events, aioringbuf.Broadcast(events) as hub:
         async with hub.subscribe(maxsize=256, policy="disconnect") as sub:
             async for ev in sub: ...
+
+The root holds what a program writes. The types it hands back (for
+annotations) and the Event-type tools are in :mod:`aioringbuf.types`; the
+helpers of exec tools (filters, text escaping) in :mod:`aioringbuf.exec`.
+The layers below are private: docs/architecture.md.
 """
 
-from ._acked import AckedRing, AckedStats, RingRecord
-from ._broadcast import (
-    Broadcast,
-    BroadcastStats,
-    SlowSubscriberError,
-    SubscriberStats,
-    Subscription,
-)
-from ._codec import (
-    S8,
-    S16,
-    S32,
-    S64,
-    U8,
-    U16,
-    U32,
-    U64,
-    Array,
-    Bytes,
-    CStr,
-    Event,
-    Layout,
-    Tail,
-    decode,
-    layout_of,
-)
-from ._columns import dtype_of
+from typing import Any
+
+from ._broadcast import Broadcast, SlowSubscriberError
+from ._codec import S8, S16, S32, S64, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail
 from ._errors import (
     AioRingBufError,
     BpfObjectError,
@@ -67,34 +49,49 @@ from ._errors import (
     UnsupportedMapError,
     WrongMapTypeError,
 )
-from ._escape import printable, terminal
-from ._exec import ExecEvent, ExecEvents, ExecFilter, exec_events
-from ._fleet import FleetEvent, fleet_events
-from ._loader import BpfObject, check_privileges, load
-from ._metrics import MetricsRegistration
+from ._exec import ExecEvent, exec_events
+from ._loader import load
 from ._metrics import register as register_metrics
-from ._pattern import Pattern, PatternError
 from ._perfbuf import PerfBuffer
 from ._ringbuf import RingBuffer
 from ._stats import StreamStats
-from ._stream import EventStream
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
-    "Array", "Bytes", "CStr", "Event", "Layout", "Tail", "decode", "layout_of",
-    "dtype_of",
+    "load", "RingBuffer", "PerfBuffer", "StreamStats", "Broadcast",
+    "exec_events", "ExecEvent", "register_metrics",
+    "Event", "S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64",
+    "Array", "Bytes", "CStr", "Tail",
     "AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
     "EventLayoutError", "KernelTooOldError", "MapNotFoundError", "MapSizeError",
     "MissingDependencyError",
-    "NotPrivilegedError",
-    "RecordSizeError", "RingSizeError", "UnsupportedMapError", "WrongMapTypeError",
-    "BpfObject", "check_privileges", "load", "StreamStats", "RingBuffer", "PerfBuffer",
-    "EventStream",
-    "ExecEvent", "ExecEvents", "ExecFilter", "exec_events", "printable", "terminal",
-    "Pattern", "PatternError",
-    "Broadcast", "BroadcastStats", "SlowSubscriberError", "SubscriberStats", "Subscription",
-    "MetricsRegistration", "register_metrics",
-    "AckedRing", "AckedStats", "RingRecord", "FleetEvent", "fleet_events",
+    "NotPrivilegedError", "RecordSizeError", "RingSizeError", "SlowSubscriberError",
+    "UnsupportedMapError", "WrongMapTypeError",
 ]
+
+# Names the root exported before 0.2, and where they are now.
+_MOVED = {
+    **dict.fromkeys(
+        ("BpfObject", "Subscription", "BroadcastStats", "SubscriberStats",
+         "MetricsRegistration", "Layout", "layout_of", "decode", "check_privileges",
+         "dtype_of", "AckedRing", "AckedStats", "RingRecord"),
+        "aioringbuf.types"),
+    "EventStream": "aioringbuf.types (RawStream, QueuedStream)",
+    **dict.fromkeys(
+        ("ExecEvents", "ExecFilter", "printable", "terminal", "Pattern", "PatternError",
+         "FleetEvent", "fleet_events"),
+        "aioringbuf.exec"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _MOVED.get(name)
+    if where is None:
+        raise AttributeError(f"module 'aioringbuf' has no attribute {name!r}")
+    raise AttributeError(f"aioringbuf.{name} is not in the package root any more: "
+                         f"import it from {where}")
+
+# The two public submodules, so that `import aioringbuf` is enough for them.
+from . import exec as exec  # noqa: E402
+from . import types as types  # noqa: E402

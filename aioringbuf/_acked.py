@@ -43,11 +43,9 @@ import msgspec
 
 from . import _syscall
 from ._codec import decoder_for
-from ._elf import check_ring_size
-from ._errors import WrongMapTypeError
 from ._fast import walk
-from ._ringmap import RingMemory
-from ._stream import claim_consumer, release_consumer
+from ._ringmap import RingMemory, ring_map_info
+from ._source import claim_consumer, release_consumer
 
 T = TypeVar("T")
 _BUSY_BACKOFF = 0.0002
@@ -109,11 +107,7 @@ class AckedRing(Generic[T]):
         self._closed = True
         if budget < 1:
             raise ValueError(f"budget must be >= 1, not {budget!r}")
-        info = _syscall.map_info(map_fd)
-        if info.type != _syscall.BPF_MAP_TYPE_RINGBUF:
-            raise WrongMapTypeError(f"map {info.name!r} (fd {map_fd}) is a {info.type_name} "
-                                    "map, not a ringbuf")
-        check_ring_size(info.max_entries)
+        info = ring_map_info(map_fd)  # the map layer's checks, as for RingBuffer
         self.map_id = info.id
         self._decode = decoder_for(event_type)
         self._budget = budget

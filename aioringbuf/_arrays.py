@@ -10,9 +10,9 @@ overflow policies; the three may be mixed on one stream:
   decoding objects, which costs some 20 times more per record. If ``async
   for`` left part of a batch undelivered, the next array is exactly that
   part, copied again from the ring, where it still is.
-* ``"drop_oldest"`` / ``"drop_newest"``: the background task queues decoded
-  events (any style may ask for them next); each step turns what is queued
-  into one array.
+* ``"drop_oldest"`` / ``"drop_newest"`` (a queued stream): the pump queues
+  decoded events (any style may ask for them next); each step turns what
+  is ready in the queue into one array (:class:`QueuedArrays`).
 
 Until a step returns, its records are the stream's current batch
 (``_nbatch``, ``_starts``, ``_batch_end``, with nothing for ``async for`` to
@@ -30,10 +30,10 @@ import anyio
 import anyio.lowlevel
 
 from ._columns import Columns, columns_for
-from ._stream import _BUSY_BACKOFF
+from ._source import BUSY_BACKOFF
 
 if TYPE_CHECKING:
-    from ._stream import EventStream
+    from ._queue import OverflowQueue
 
 
 class Arrays:
@@ -41,7 +41,7 @@ class Arrays:
 
     __slots__ = ("_cols", "_stream")
 
-    def __init__(self, stream: EventStream[Any]) -> None:
+    def __init__(self, stream: Any) -> None:  # a RawStream (which imports this module)
         self._stream = stream
         self._cols = columns_for(stream.event_type)  # TypeError/MissingDependencyError now
 
@@ -51,12 +51,6 @@ class Arrays:
     async def __anext__(self) -> Any:
         s = self._stream
         try:
-            if s._pump_mode:
-                await s._next_from_queue(peek=True)
-                events = list(s._queue)
-                s._queue.clear()
-                s._delivered += len(events)
-                return self._cols.from_events(events)
             i = s._idx
             if i < s._nbatch:  # the rest of a batch another style began
                 arr, _, _ = s._source.read_columns(self._cols, s._nbatch - i, False,
@@ -71,14 +65,16 @@ class Arrays:
             raise
 
 
-async def _fill(s: EventStream[Any], cols: Columns) -> Any:
-    """EventStream._fill_batch, into one array: wait for committed records,
+async def _fill(s: Any, cols: Columns) -> Any:
+    """RawStream._fill_batch, into one array: wait for committed records,
     copy them out, and hand them over as one delivered batch."""
     s._check_open()
     s._retire_batch()
     if s._pending_error is not None:
         err, s._pending_error = s._pending_error, None
         raise err
+    if s._source is None:  # exec_events(): loads on the first step
+        await s._open_source()
     budget = s.maxsize  # not s._budget: a step costs a small fraction of a batch's
     waited = False
     while True:
@@ -110,7 +106,7 @@ async def _fill(s: EventStream[Any], cols: Columns) -> Any:
         if error is not None:
             raise error
         if busy:
-            await s._interruptible(anyio.sleep, _BUSY_BACKOFF)
+            await s._interruptible(anyio.sleep, BUSY_BACKOFF)
         elif src.quiet():  # after the commit, last before sleeping: see _source
             await s._wait_readable()
         else:
@@ -118,10 +114,30 @@ async def _fill(s: EventStream[Any], cols: Columns) -> Any:
         waited = True
 
 
-def _as_events(s: EventStream[Any]) -> None:
+def _as_events(s: Any) -> None:
     """A cancelled step leaves its records undelivered, as an event batch that
     any style can take next: decoded again from the ring, where they still are."""
     events: list[Any] = []
     starts: array.array[int] = array.array("Q")
     s._source.reread(s._starts[0], s._batch_end, events, starts)
     s._batch, s._starts, s._nbatch, s._idx = events, starts, len(events), 0
+
+
+class QueuedArrays:
+    """``async for arr in queued_stream.arrays()``: what the queue has ready, as one array."""
+
+    __slots__ = ("_cols", "_queue")
+
+    def __init__(self, queue: OverflowQueue[Any], event_type: Any) -> None:
+        self._queue = queue
+        self._cols = columns_for(event_type)  # TypeError/MissingDependencyError now
+
+    def __aiter__(self) -> QueuedArrays:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            events = await self._queue.receive_ready()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        return self._cols.from_events(events)

@@ -28,15 +28,13 @@ output-buffer limits are the models):
   :meth:`Subscription.wait_disconnected` lets a task blocked elsewhere
   (in a socket send, say) learn of it at once.
 
-The queues are ours, not anyio memory object streams, because those block
-or fail their sender and have no eviction; the shape (``receive`` /
-``receive_nowait``, ``EndOfStream``, ``ClosedResourceError``, idempotent
-close) is theirs.
+Each subscription's queue is the package's one
+:class:`~aioringbuf._queue.OverflowQueue` (the queued stream's too): anyio's
+memory-stream shape, with eviction and exact counts.
 """
 
 from __future__ import annotations
 
-import collections
 import warnings
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -48,6 +46,7 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import AioRingBufError
+from ._queue import OverflowQueue
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -118,6 +117,8 @@ class Subscription(Generic[T]):
     offered every event the hub takes from its source afterwards. Close it
     with ``async with``, :meth:`aclose` or :meth:`close` (idempotent); a
     task blocked in :meth:`receive` then gets ``anyio.ClosedResourceError``.
+    Its queue is an :class:`~aioringbuf._queue.OverflowQueue` (``"disconnect"``
+    is its ``"block"`` policy: a refused event detaches the subscriber).
     """
 
     def __init__(
@@ -131,54 +132,54 @@ class Subscription(Generic[T]):
         self.maxsize = maxsize
         self.policy: Policy = policy
         self._filter = filter
-        self._queue: collections.deque[T] = collections.deque()
-        self._waiter: anyio.Event | None = None  # a receiver is parked on it
+        self._queue: OverflowQueue[T] = OverflowQueue(
+            maxsize, "block" if policy == "disconnect" else "drop_oldest")
         self._disconnect_event: anyio.Event | None = None
         self._state: State = "attached"
-        self._error: BaseException | None = None  # the source's, if it failed
-        self._offered = self._received = self._dropped = self._peak = 0
+        self._overflowed = 0  # the event that found a "disconnect" queue full
 
     # -- the hub's side (called from the pump; never blocks) ----------------
 
-    def _offer(self, event: T) -> None:
+    def _offer(self, event: T) -> bool:
+        """Queue ``event`` if the filter takes it; False: detach me (I ended)."""
+        if self._state != "attached":
+            return False
         flt = self._filter
         if flt is not None:
             try:
                 if not flt(event):
-                    return
+                    return True
             except Exception as exc:  # a broken filter breaks its own subscription only
-                self._detach("ended", exc)
-                return
-        self._offered += 1
-        q = self._queue
-        if len(q) >= self.maxsize:
-            self._dropped += 1
-            if self.policy == "disconnect":
-                self._hub._disconnects += 1
-                self._detach("disconnected")
-                return
-            q.popleft()
-        q.append(event)
-        if len(q) > self._peak:
-            self._peak = len(q)
-        self._wake()
+                self._end("ended", exc)
+                return False
+        try:
+            self._queue.send_nowait(event)
+        except anyio.WouldBlock:
+            self._overflowed += 1
+            self._end("disconnected")
+            return False
+        return True
 
-    def _detach(self, state: State, error: BaseException | None = None) -> None:
-        """Stop being offered events; receivers learn why after the queue."""
+    def _end(self, state: State, error: BaseException | None = None) -> None:
+        """No more events: receivers get the queue, then learn why."""
         if self._state != "attached":
             return
         self._state = state
-        self._error = error
-        self._hub._attached.pop(id(self), None)
-        self._hub._snapshot = None
-        if state == "disconnected" and self._disconnect_event is not None:
-            self._disconnect_event.set()
-        self._wake()
+        if state == "disconnected":
+            self._queue.finish(self._slow_error)
+            if self._disconnect_event is not None:
+                self._disconnect_event.set()
+        elif error is not None:
+            self._queue.finish(lambda: _broken_by(error))
+        else:
+            self._queue.finish()
 
-    def _wake(self) -> None:
-        if self._waiter is not None:
-            self._waiter.set()
-            self._waiter = None
+    def _slow_error(self) -> SlowSubscriberError:
+        return SlowSubscriberError(
+            f"subscriber fell {self.maxsize} events behind and was disconnected "
+            f"(policy='disconnect'); {self.stats().dropped} event(s) it was offered were "
+            "dropped. Subscribe again, raise maxsize, or use policy='drop_oldest'"
+        )
 
     # -- the subscriber's side ------------------------------------------------
 
@@ -191,48 +192,17 @@ class Subscription(Generic[T]):
         ``anyio.BrokenResourceError`` (from the source's error) if the source
         failed, ``anyio.ClosedResourceError`` once this end is closed.
         """
-        if self._queue:
-            self._received += 1
-            return self._queue.popleft()
-        state = self._state
-        if state == "attached":
-            raise anyio.WouldBlock
-        if state == "closed":
-            raise anyio.ClosedResourceError
-        if state == "disconnected":
-            raise SlowSubscriberError(
-                f"subscriber fell {self.maxsize} events behind and was disconnected "
-                f"(policy='disconnect'); {self._dropped} event(s) it was offered were "
-                "dropped. Subscribe again, raise maxsize, or use policy='drop_oldest'"
-            )
-        if self._error is not None:
-            raise anyio.BrokenResourceError(
-                f"this subscription ended with an error: {self._error!r}"
-            ) from self._error
-        raise anyio.EndOfStream
+        return self._queue.receive_nowait()
 
     async def receive(self) -> T:
         """The next event, waiting for one (see :meth:`receive_nowait`)."""
-        await anyio.lowlevel.checkpoint()
-        while True:
-            try:
-                return self.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            # Receivers sharing this end park on one event, so none is forgotten.
-            waiter = self._waiter
-            if waiter is None:
-                waiter = self._waiter = anyio.Event()
-            await waiter.wait()
+        return await self._queue.receive()
 
-    def __aiter__(self) -> Subscription[T]:
-        return self
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._queue  # its cursor: the same fast path as a stream's
 
     async def __anext__(self) -> T:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        return await self._queue.__anext__()  # type: ignore[no-any-return]
 
     @property
     def disconnected(self) -> bool:
@@ -257,12 +227,9 @@ class Subscription(Generic[T]):
         """Detach and drop what is queued (counted in ``dropped``). Idempotent."""
         if self._state == "closed":
             return
-        self._detach("closed")
         self._state = "closed"
-        self._dropped += len(self._queue)
-        self._queue.clear()
-        self._wake()
-        self._hub._retire(self)
+        self._queue.close()
+        self._hub._unsubscribe(self)
 
     async def aclose(self) -> None:
         self.close()
@@ -290,12 +257,14 @@ class Subscription(Generic[T]):
             self.close()
 
     def stats(self) -> SubscriberStats:
+        q = self._queue.statistics()
+        dropped = q.dropped + self._overflowed
         return SubscriberStats(
-            offered=self._offered,
-            received=self._received,
-            dropped=self._dropped,
-            queue_len=len(self._queue),
-            queue_peak=self._peak,
+            offered=q.received + dropped + q.current_buffer_used,
+            received=q.received,
+            dropped=dropped,
+            queue_len=q.current_buffer_used,
+            queue_peak=q.peak_buffer_used,
             maxsize=self.maxsize,
             policy=self.policy,
             state=self._state,
@@ -304,6 +273,12 @@ class Subscription(Generic[T]):
     def __repr__(self) -> str:
         return (f"<Subscription {self._state}, {len(self._queue)}/{self.maxsize} queued, "
                 f"policy={self.policy!r}>")
+
+
+def _broken_by(error: BaseException) -> anyio.BrokenResourceError:
+    exc = anyio.BrokenResourceError(f"this subscription ended with an error: {error!r}")
+    exc.__cause__ = error
+    return exc
 
 
 class Broadcast(Generic[T]):
@@ -382,8 +357,10 @@ class Broadcast(Generic[T]):
         self._ended = True
         self._running = False
         self._error = error
-        for sub in list(self._attached.values()):
-            sub._detach("ended", error)
+        attached, self._attached = self._attached, {}
+        self._snapshot = None
+        for sub in attached.values():
+            sub._end("ended", error)
 
     async def _pump(self) -> None:
         error: BaseException | None = None
@@ -414,7 +391,15 @@ class Broadcast(Generic[T]):
             self._unobserved += 1
             return
         for sub in subs:
-            sub._offer(event)
+            if not sub._offer(event):
+                self._detach(sub)
+
+    def _detach(self, sub: Subscription[T]) -> None:
+        """Stop offering events to ``sub`` (it ended: disconnected, filter failed)."""
+        if self._attached.pop(id(sub), None) is not None:
+            self._snapshot = None
+            if sub.disconnected:
+                self._disconnects += 1
 
     # -- subscribing ----------------------------------------------------------
 
@@ -446,17 +431,20 @@ class Broadcast(Generic[T]):
         self._subscriptions += 1
         self._open[id(sub)] = sub
         if self._ended:
-            sub._detach("ended", self._error)
+            sub._end("ended", self._error)
         else:
             self._attached[id(sub)] = sub
             self._snapshot = None
         return sub
 
-    def _retire(self, sub: Subscription[T]) -> None:
-        """Fold a closed subscription's counters into the hub's totals."""
+    def _unsubscribe(self, sub: Subscription[T]) -> None:
+        """``sub`` closed: detach it, and fold its counters into the hub's totals."""
+        if self._attached.pop(id(sub), None) is not None:
+            self._snapshot = None
         if self._open.pop(id(sub), None) is not None:
-            self._retired_received += sub._received
-            self._retired_dropped += sub._dropped
+            st = sub.stats()
+            self._retired_received += st.received
+            self._retired_dropped += st.dropped
 
     # -- statistics -----------------------------------------------------------
 
@@ -466,16 +454,16 @@ class Broadcast(Generic[T]):
         return len(self._attached)
 
     def stats(self) -> BroadcastStats:
-        live = self._open.values()
+        live = [s.stats() for s in self._open.values()]
         return BroadcastStats(
             events=self._events,
             unobserved=self._unobserved,
             subscribers=len(self._attached),
             subscriptions=self._subscriptions,
             disconnects=self._disconnects,
-            delivered=self._retired_received + sum(s._received for s in live),
-            dropped=self._retired_dropped + sum(s._dropped for s in live),
-            queued=sum(len(s._queue) for s in live),
+            delivered=self._retired_received + sum(s.received for s in live),
+            dropped=self._retired_dropped + sum(s.dropped for s in live),
+            queued=sum(s.queue_len for s in live),
         )
 
     def __repr__(self) -> str:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import pwd
-import shlex
 import signal
 import sys
 import time
@@ -27,8 +25,25 @@ import anyio.lowlevel
 import msgspec
 
 from ._cgroup import cgroup_of
+from ._cli_common import (
+    BACKENDS,
+    EXIT_ERROR,
+    EXIT_NOPERM,
+    EXIT_OK,
+    STDOUT_GRACE,
+    TABLE_HEADER,
+    _error,
+    _json,
+    _positive_float,
+    _setter,
+    _silence_stdout,
+    _valid_utf8,
+    filter_from_args,
+    format_json,
+    format_row,
+)
 from ._errors import AioRingBufError, MissingDependencyError, NotPrivilegedError
-from ._escape import printable, terminal
+from ._escape import terminal
 from ._exec import (
     DEFAULT_RING_SIZE,
     ExecEvent,
@@ -37,18 +52,10 @@ from ._exec import (
     ExitEvent,
     exec_events,
 )
+from ._exporter import add_exporter_command
 from ._output import LineWriter
 from ._pattern import Pattern, PatternError
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_NOPERM = 77  # sysexits.h EX_NOPERM
-
-BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("asyncio", {}),
-    "uvloop": ("asyncio", {"use_uvloop": True}),
-    "trio": ("trio", {}),
-}
+from ._ship_cli import add_ship_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,24 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_exec_command(sub)
-    from ._exporter import add_exporter_command  # here: _exporter imports this module
-
     add_exporter_command(sub)
-    from ._ship_cli import add_ship_command  # the fleet: `ship`, and `exec --from`
-
-    add_ship_command(sub)
+    add_ship_command(sub)  # the fleet: `ship`, and `exec --from`
     return parser
-
-
-def _error(command: str, message: object) -> None:
-    print(f"aioringbuf {command}: {message}", file=sys.stderr, flush=True)
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
 
 
 def _uid(text: str) -> int:
@@ -200,53 +192,6 @@ def add_exec_command(sub: Any) -> None:
     p.add_argument("--no-follow", dest="to_end", action="store_true",
                    help="with --from: stop at the end of the stream")
     p.set_defaults(run=run_exec)
-
-
-def filter_from_args(args: argparse.Namespace) -> ExecFilter:
-    """The --pid/--ppid/--uid/--name/--failed options as an ExecFilter."""
-    return ExecFilter(
-        pids=frozenset(args.pid or ()),
-        ppids=frozenset(args.ppid or ()),
-        uids=frozenset(args.uid or ()),
-        name=args.name,
-        failed=args.failed,
-    )
-
-
-TABLE_HEADER = f"{'TIME':<8} {'PCOMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4} ARGS"
-
-
-def format_row(ev: ExecEvent) -> str:
-    """One table row, execsnoop style; every string escaped for a terminal."""
-    clock = time.strftime("%H:%M:%S", time.localtime(ev.wall_time_ns // 1_000_000_000))
-    args = " ".join(shlex.quote(terminal(a)) for a in ev.argv) or shlex.quote(
-        terminal(ev.filename))
-    if ev.args_truncated:
-        args += " ..."
-    return f"{clock:<8} {terminal(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.ret:>4} {args}"
-
-
-_json = msgspec.json.Encoder()
-
-
-def format_json(ev: ExecEvent) -> str:
-    """One JSON object: every field, strings made valid UTF-8, plus "time"."""
-    wall = ev.wall_time_ns
-    when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-    record = _valid_utf8(msgspec.structs.asdict(ev))
-    doc = {"time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z", **record}
-    return _json.encode(doc).decode()
-
-
-def _valid_utf8(record: dict[str, Any]) -> dict[str, Any]:
-    """Every string field (comm, pcomm, cgroup, argv, ...) as valid UTF-8 for JSON:
-    any of them may hold bytes a traced process chose."""
-    for key, value in record.items():
-        if isinstance(value, str):
-            record[key] = printable(value)
-        elif isinstance(value, list):
-            record[key] = [printable(v) if isinstance(v, str) else v for v in value]
-    return record
 
 
 def format_exit_row(ev: ExitEvent) -> str:
@@ -350,20 +295,6 @@ async def _stop_on_signals(
             stopping.set()
 
 
-async def _cancel_on_signals(
-    scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
-) -> None:
-    """Turn SIGINT/SIGTERM into a cancellation (how the exporter ends)."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for _ in signals:
-            scope.cancel()
-            return
-
-
-STDOUT_GRACE = 0.5  # seconds at exit for queued lines to reach a slow reader
-
-
 async def _trace(args: argparse.Namespace, run: ExecRun, stopping: anyio.Event) -> None:
     accept = filter_from_args(args)
     fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
@@ -405,25 +336,6 @@ async def _trace(args: argparse.Namespace, run: ExecRun, stopping: anyio.Event) 
         run.exit_status = EXIT_ERROR
 
 
-def _setter(event: anyio.Event) -> Callable[[], None]:
-    """A function for another thread that sets ``event`` in this event loop."""
-    token = anyio.lowlevel.current_token()
-
-    def set_event() -> None:
-        try:
-            anyio.from_thread.run_sync(event.set, token=token)
-        except RuntimeError:
-            pass  # the loop has already ended
-
-    return set_event
-
-
-async def _cancel_when_set(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` once ``event`` is set (`exec --from`'s end on EPIPE)."""
-    await event.wait()
-    scope.cancel()
-
-
 async def _set_when_set(event: anyio.Event, then: anyio.Event) -> None:
     await event.wait()
     then.set()
@@ -460,10 +372,3 @@ def _finish(events: ExecEvents, run: ExecRun) -> None:
     run.enter_drops = events.enter_drops()
     run.stats = events.stats()
     run.unread = events.unread()
-
-
-def _silence_stdout() -> None:
-    """After EPIPE: point stdout at /dev/null so the exit-time flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)

@@ -9,12 +9,12 @@ its ``max_entries`` member a new ``int (*)[N]`` type appended to the BTF.
 
 from __future__ import annotations
 
-import mmap
 import struct
 from collections.abc import Container
 from dataclasses import dataclass
 
-from ._errors import BpfObjectError, MapNotFoundError, MapSizeError, RingSizeError
+from ._errors import BpfObjectError, MapNotFoundError, MapSizeError
+from ._ringmap import MAX_ENTRIES, check_ring_size
 
 EM_BPF = 247
 _BTF_MAGIC = 0xEB9F
@@ -37,34 +37,6 @@ def _extra_size(kind: int, vlen: int) -> int:
     if kind in (_ENUM, _FUNC_PROTO):
         return 8 * vlen
     return 0
-
-
-# A BTF-defined map says max_entries as the length of an int array, and the
-# kernel refuses BTF arrays of more than U32_MAX bytes ("Array size overflows
-# U32_MAX", kernel/bpf/btf.c): so at most U32_MAX // 4 entries, and the
-# largest ring (a power of two) is 512 MiB. max_entries itself is a u32.
-MAX_ENTRIES = 0xFFFFFFFF // 4
-MAX_RING_SIZE = 1 << (MAX_ENTRIES.bit_length() - 1)
-
-
-def check_ring_size(size: int, what: str = "ring size") -> None:
-    """Raise RingSizeError unless ``size`` is a power of two, page aligned, and
-    within the kernel's limit; before anything is rewritten or loaded."""
-    page = mmap.PAGESIZE
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise RingSizeError(f"{what} must be an int, not {type(size).__name__}")
-    if size > MAX_RING_SIZE:
-        raise RingSizeError(
-            f"{what} {size} is too large: the kernel accepts ring buffers of at most "
-            f"{MAX_RING_SIZE} bytes ({MAX_RING_SIZE >> 20} MiB) in a BPF object's map "
-            "definitions"
-        )
-    if size <= 0 or size & (size - 1) or size % page:
-        hint = 1 << max(size - 1, page - 1).bit_length()
-        raise RingSizeError(
-            f"{what} {size} is invalid: a ring buffer's size must be a power of two "
-            f"and a multiple of the page size ({page}); use e.g. {hint}"
-        )
 
 
 @dataclass

@@ -25,23 +25,29 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
-import anyio.lowlevel
 
 from . import _syscall
 from ._cgroup import CgroupPaths, cgroup_of
 from ._codec import S32, U32, U64, CStr, Event
-from ._elf import check_ring_size
-from ._errors import AioRingBufError, DecodeError, RecordSizeError
+from ._errors import DecodeError, RecordSizeError
 from ._loader import BpfObject, load
+from ._options import StreamOptions
 from ._pattern import Pattern
+from ._queued import QueuedStream, make_stream
+from ._ringmap import check_ring_size
 from ._rodata import set_rodata
+from ._source import Source, open_ring
 from ._stats import StreamStats
-from ._stream import Overflow, RingBuffer
+from ._stream import RawStream
 from ._union import tagged
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import StreamKwargs
 
 EXEC_OBJECT = pathlib.Path(__file__).resolve().parent / "_bpf" / "exec.bpf.o"
 DEFAULT_RING_SIZE = 8 << 20  # as declared in exec.bpf.c
@@ -310,62 +316,55 @@ class ExecFilter:
         )
 
 
-class ExecEvents:
-    """The stream :func:`exec_events` returns: async iterator and context manager.
+class ExecEvents(RawStream[Any]):
+    """The raw stream :func:`exec_events` returns: a ring buffer stream that loads lazily.
 
     ``async with exec_events() as events:`` loads and attaches on entry and
     detaches on exit. A bare ``async for ev in exec_events():`` loads on the
     first event and releases everything when the loop is cancelled or
     raises; after a ``break`` it is released when the stream is garbage
-    collected (at once in CPython), or call :meth:`aclose`.
+    collected (at once in CPython), or call :meth:`aclose`. Once loaded it
+    is a ring buffer stream like any other, on the same fast path.
     """
 
-    def __init__(
-        self,
-        *,
-        ring_size: int = DEFAULT_RING_SIZE,
-        maxsize: int = 4096,
-        overflow: Overflow = "block",
-        flush_interval: float | None = None,
-        budget: int = 1024,
-        on_decode_error: Literal["count", "raise"] = "count",
-        uid: int | None = None,
-        cgroup: str | os.PathLike[str] | None = None,
-        failed: bool = False,
-        exits: bool = False,
-    ) -> None:
-        # Fail at the call, not after loading programs into the kernel.
-        check_ring_size(ring_size, "exec_events ring_size")
-        self._rodata = _filters(uid, cgroup, failed)
-        if exits:
-            self._rodata["want_exits"] = b"\1"
-        self._event_type: type = _EXEC_OR_EXIT if exits else ExecEvent
-        if overflow not in ("block", "drop_oldest", "drop_newest"):
-            raise ValueError(f"overflow must be 'block', 'drop_oldest' or 'drop_newest', "
-                             f"not {overflow!r}")
+    _kind = "exec events"
+
+    def __init__(self, ring_size: int, rodata: dict[str, bytes], event_type: type,
+                 options: StreamOptions) -> None:
+        self._setup(event_type, options)
+        self.name = "exec events"
         self._ring_size = ring_size
-        self._options: dict[str, Any] = {
-            "maxsize": maxsize,
-            "overflow": overflow,
-            "flush_interval": flush_interval,
-            "budget": budget,
-            "on_decode_error": on_decode_error,
-        }
+        self._rodata = rodata
         self._obj: BpfObject | None = None
-        self._stream: RingBuffer[ExecEvent] | None = None
-        self._entered = False
-        self._closed = False
+        self._loading = False
         self._final_enter_drops: int | None = None
         self._final_written: int | None = None
 
-    # -- opening ----------------------------------------------------------
-
-    async def _open(self) -> RingBuffer[ExecEvent]:
+    async def _open_source(self) -> Source:
         """Load and attach exec.bpf.o (in a worker thread) and open its ring."""
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if self._stream is not None:
-            return self._stream
+        self._check_open()
+        if self._loading:
+            raise anyio.BusyResourceError("loading exec events")
+        self._loading = True
+        try:
+            obj = await self._load()
+            try:
+                self._check_open()  # aclose() from another task while we loaded
+                drops = obj.map_fd("events_drops") if "events_drops" in obj.map_names else None
+                source = open_ring(obj.map_fd("events"), self.event_type, drops)
+            except BaseException:
+                obj.close()
+                raise
+        except BaseException:
+            self.close()  # a failed or cancelled load leaves nothing behind
+            raise
+        finally:
+            self._loading = False
+        self._obj = obj
+        self._attach(source)
+        return source
+
+    async def _load(self) -> BpfObject:
         with tempfile.TemporaryDirectory(prefix="aioringbuf-exec-") as tmp:
             path = EXEC_OBJECT
             if self._rodata:
@@ -375,72 +374,12 @@ class ExecEvents:
                 path.write_bytes(data)
             obj = load(path, map_sizes={"events": self._ring_size})
             await obj.__aenter__()  # closes itself if loading fails or is cancelled
-        try:
-            if self._closed:  # aclose() from another task while we loaded
-                raise anyio.ClosedResourceError
-            stream = obj.ring_buffer("events", self._event_type, **self._options)
-        except BaseException:
-            obj.close()
-            raise
-        self._obj, self._stream = obj, stream
-        return stream
+        return obj
 
     async def __aenter__(self) -> ExecEvents:
         if self._entered:
             raise RuntimeError("this exec_events() stream was already entered")
-        self._entered = True
-        try:
-            stream = await self._open()
-            await stream.__aenter__()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if self._stream is not None:
-                await self._stream.__aexit__(exc_type, exc, tb)
-        finally:
-            self.close()
-
-    # -- iterating ----------------------------------------------------------
-
-    def __aiter__(self) -> ExecEvents:
-        return self
-
-    async def __anext__(self) -> ExecEvent:
-        if self._entered:
-            stream = self._stream
-            if stream is None:
-                raise anyio.ClosedResourceError
-            return await stream.__anext__()
-        return await self._next_bare()
-
-    async def _next_bare(self) -> ExecEvent:
-        """A bare ``async for``: nobody else will close, so any exit closes."""
-        if self._options["overflow"] != "block":
-            raise AioRingBufError(
-                f"overflow={self._options['overflow']!r} drains the ring in a background task, "
-                "which needs `async with exec_events(...) as events: async for ev in events`"
-            )
-        try:
-            stream = self._stream if self._stream is not None else await self._open()
-            return await stream.__anext__()
-        except BaseException:
-            self.close()
-            raise
-
-    async def receive(self) -> ExecEvent:
-        """The next event (the same as ``await anext(events)``)."""
-        return await self.__anext__()
-
-    # -- closing and statistics ---------------------------------------------
+        return await super().__aenter__()
 
     def stop_producing(self) -> None:
         """Detach the programs: no new records; what the ring holds can still
@@ -458,10 +397,8 @@ class ExecEvents:
         """
         if self._closed:
             return
-        self._closed = True
         self.stop_producing()
-        if self._stream is not None:
-            self._stream.close()  # keeps its final stats()
+        super().close()  # keeps the final stats()
         if self._obj is not None:
             self._obj.close()
             self._obj = None
@@ -478,22 +415,14 @@ class ExecEvents:
         ``written() + kernel_drops == delivered + kernel_drops + queue_drops
         + decode_errors + discarded + unread()`` holds exactly."""
         written = self.written()
-        if written is None or self._stream is None:
+        if written is None or self._source is None:
             return None
-        st = self._stream.stats()
+        st = RawStream.stats(self)
         return written - (st.delivered + st.queue_drops + st.decode_errors + st.discarded)
 
     def caught_up(self) -> bool:
         """After :meth:`stop_producing`: has everything been delivered or counted?"""
         return self._final_written is not None and self.unread() == 0
-
-    async def aclose(self) -> None:
-        self.close()
-        await anyio.lowlevel.checkpoint()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def stats(self) -> StreamStats:
         """The ring's counters (see :class:`aioringbuf.StreamStats`).
@@ -502,12 +431,12 @@ class ExecEvents:
         whatever the cause; :meth:`enter_drops` says how many of them were
         lost at syscall entry because too many execs were in flight.
         """
-        if self._stream is None:
+        if self._source is None:
             raise RuntimeError(
                 "exec_events() has not loaded yet: stats exist after `async with` "
                 "or the first event"
             )
-        return self._stream.stats()
+        return super().stats()
 
     def enter_drops(self) -> int | None:
         """Attempts lost at entry (in-flight table full); None before loading."""
@@ -533,7 +462,10 @@ class ExecEvents:
                               stacklevel=1)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("open" if self._stream else "not loaded")
+        if self._closed:
+            state = "closed"
+        else:
+            state = "open" if self._source is not None else "not loaded"
         return f"<ExecEvents ({state})>"
 
 
@@ -557,22 +489,18 @@ def _filters(uid: int | None, cgroup: str | os.PathLike[str] | None,
 def exec_events(
     *,
     ring_size: int = DEFAULT_RING_SIZE,
-    maxsize: int = 4096,
-    overflow: Overflow = "block",
-    flush_interval: float | None = None,
-    budget: int = 1024,
-    on_decode_error: Literal["count", "raise"] = "count",
     uid: int | None = None,
     cgroup: str | os.PathLike[str] | None = None,
     failed: bool = False,
     exits: bool = False,
-) -> ExecEvents:
+    **options: Unpack[StreamKwargs],
+) -> ExecEvents | QueuedStream[Any]:
     """Every exec attempt on this machine as an :class:`ExecEvent` stream.
 
     Needs root (or CAP_BPF + CAP_PERFMON and tracefs access). ``ring_size``
     is the kernel ring in bytes (a power of two; 8 MiB holds about 60,000
     typical records); the other options are :class:`aioringbuf.RingBuffer`'s
-    (``overflow="drop_*"`` needs ``async with``).
+    (``overflow="drop_*"`` gives a queued stream, which needs ``async with``).
 
     ``uid`` (a real uid), ``cgroup`` (a cgroup v2 directory, or its path as
     /proc/PID/cgroup shows it: that cgroup and everything below it) and
@@ -590,15 +518,11 @@ def exec_events(
                 ...
             print(events.stats())
     """
-    return ExecEvents(
-        ring_size=ring_size,
-        maxsize=maxsize,
-        overflow=overflow,
-        flush_interval=flush_interval,
-        budget=budget,
-        on_decode_error=on_decode_error,
-        uid=uid,
-        cgroup=cgroup,
-        failed=failed,
-        exits=exits,
-    )
+    # Fail at the call, not after loading programs into the kernel.
+    check_ring_size(ring_size, "exec_events ring_size")
+    opts = StreamOptions.of(dict(options))
+    rodata = _filters(uid, cgroup, failed)
+    if exits:
+        rodata["want_exits"] = b"\1"
+    event_type: type = _EXEC_OR_EXIT if exits else ExecEvent
+    return make_stream(lambda o: ExecEvents(ring_size, rodata, event_type, o), opts)

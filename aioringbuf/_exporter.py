@@ -34,12 +34,12 @@ import anyio
 import anyio.abc
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._cli import BACKENDS, EXIT_ERROR, EXIT_NOPERM, EXIT_OK, _cancel_on_signals, _error
-from ._elf import check_ring_size
+from ._cli_common import BACKENDS, EXIT_ERROR, EXIT_NOPERM, EXIT_OK, _cancel_on_signals, _error
 from ._errors import AioRingBufError, NotPrivilegedError
 from ._exec import DEFAULT_RING_SIZE, exec_events
 from ._metrics import register, require_prometheus
 from ._netguard import TokenError, read_token, refuse_open_listener
+from ._ringmap import check_ring_size
 
 DEFAULT_PORT = 9437
 ENV_VAR = "AIORINGBUF_EXPORTER_TOKEN"

@@ -10,7 +10,7 @@ behaviour, only faster, one C source (in ``aioringbuf/_c/``) per twin:
 * ``Layout`` (``codec.c``): a native decoder for an Event type, the twin of
   the decoders ``_codec`` generates;
 * ``Cursor`` (``cursor.c``): the base of every stream, twin of
-  :class:`PyCursor` below, whose ``__anext__`` hands out the next event of
+  ``_cursor.PyCursor``, whose ``__anext__`` hands out the next event of
   the current batch without creating a coroutine;
 * ``load_acquire``, ``store_release``, ``full_fence`` (``order.c``): the
   ordered accesses to the positions shared with the kernel, twins of
@@ -27,6 +27,7 @@ import os
 from typing import Any
 
 from . import _order
+from ._cursor import PyCursor
 from ._perfring import walk_perf as _py_walk_perf
 from ._ring import walk as _py_walk
 
@@ -38,31 +39,6 @@ if not PURE:
         from . import _fastring  # type: ignore[attr-defined, no-redef]
     except ImportError:
         _fastring = None
-
-
-class PyCursor:
-    """The current batch of a stream and the fast path of ``__anext__``.
-
-    Subclasses implement ``_anext_slow()`` (a coroutine) for when the batch
-    is used up. The C twin is ``_fastring.Cursor``: same attributes, same
-    behaviour, but its ``__anext__`` returns an already-completed awaitable
-    instead of a new coroutine per event.
-    """
-
-    def __init__(self) -> None:
-        self._batch: list[Any] = []
-        self._idx = 0
-        self._nbatch = 0
-
-    async def __anext__(self) -> Any:
-        i = self._idx
-        if i < self._nbatch:
-            self._idx = i + 1
-            return self._batch[i]
-        return await self._anext_slow()
-
-    async def _anext_slow(self) -> Any:
-        raise NotImplementedError
 
 
 if _fastring is not None:

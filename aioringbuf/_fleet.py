@@ -2,7 +2,7 @@
 
 ::
 
-    async for fe in aioringbuf.fleet_events("nats://broker:4222"):
+    async for fe in aioringbuf.exec.fleet_events("nats://broker:4222"):
         print(fe.host, fe.event.pid, fe.event.argv)
 
 An ordered consumer (ephemeral, in stream order, recreated by nats-py if a

@@ -22,11 +22,10 @@ from ._errors import (
     KernelTooOldError,
     MapNotFoundError,
     NotPrivilegedError,
-    WrongMapTypeError,
 )
 from ._perfbuf import PerfBuffer
+from ._queued import QueuedStream
 from ._ringbuf import RingBuffer
-from ._stream import EventStream
 
 T = TypeVar("T")
 
@@ -99,7 +98,7 @@ class BpfObject:
         self._map_sizes = dict(map_sizes or {})
         self._obj: Any = None
         self._attached: list[Any] = []
-        self._streams: list[EventStream[Any]] = []
+        self._streams: list[Any] = []  # what ring_buffer()/perf_buffer() handed out
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------
@@ -242,34 +241,27 @@ class BpfObject:
 
     def ring_buffer(
         self, name: str, event_type: type[T] | None = None, **options: Any
-    ) -> RingBuffer[T]:
+    ) -> RingBuffer[T] | QueuedStream[T]:
         """A :class:`RingBuffer` over map ``name``, with its ``<name>_drops`` counter.
 
-        The stream is closed with this object at the latest.
+        Options are RingBuffer's. The stream is closed with this object at
+        the latest.
         """
-        return self._stream(RingBuffer, _syscall.BPF_MAP_TYPE_RINGBUF, "ringbuf", name,
-                            event_type, options)
+        return self._stream(RingBuffer, name, event_type, options)
 
     def perf_buffer(
         self, name: str, event_type: type[T] | None = None, **options: Any
-    ) -> PerfBuffer[T]:
+    ) -> PerfBuffer[T] | QueuedStream[T]:
         """A :class:`PerfBuffer` over perf event array ``name``, with its ``<name>_drops``.
 
         Options are PerfBuffer's (``per_cpu_size``, ``wakeup_events``,
         ``watermark``, ``cpus``, and every stream option). The stream is
         closed with this object at the latest.
         """
-        return self._stream(PerfBuffer, _syscall.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
-                            "perf_event_array", name, event_type, options)
+        return self._stream(PerfBuffer, name, event_type, options)
 
-    def _stream(self, cls: Any, map_type: int, type_name: str, name: str,
-                event_type: Any, options: dict[str, Any]) -> Any:
-        fd = self.map_fd(name)
-        info = _syscall.map_info(fd)
-        if info.type != map_type:
-            raise WrongMapTypeError(
-                f"map {name!r} in {self.path} is a {info.type_name} map, not a {type_name}"
-            )
+    def _stream(self, cls: Any, name: str, event_type: Any, options: dict[str, Any]) -> Any:
+        fd = self.map_fd(name)  # the stream's map layer checks what it is
         if "drop_counter_fd" not in options and f"{name}_drops" in self.map_names:
             options["drop_counter_fd"] = self.map_fd(f"{name}_drops")
         stream = cls(fd, event_type, **options)

@@ -1,4 +1,4 @@
-"""PerfBuffer: a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` as an :class:`EventStream`.
+"""PerfBuffer: a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` as a stream.
 
 For kernels or programs that use ``bpf_perf_event_output`` rather than a
 ring buffer. The differences a user sees, all from the kernel:
@@ -35,27 +35,30 @@ ring buffer. The differences a user sees, all from the kernel:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _syscall
-from ._codec import check_layout
-from ._elf import check_ring_size
-from ._errors import WrongMapTypeError
-from ._perfring import RAW_OFFSET
-from ._source import PerfSource
-from ._stream import EventStream, Overflow, StreamOptions, claim_consumer, release_consumer
+from ._options import StreamOptions
+from ._queued import QueuedStream, make_stream
+from ._source import open_perf
+from ._stream import RawStream, open_pinned
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import StreamKwargs
 
 T = TypeVar("T")
 
 
-class PerfBuffer(EventStream[T]):
+class PerfBuffer(RawStream[T]):
     """Consume a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` map as ``async for`` events.
 
     Opens one ``PERF_COUNT_SW_BPF_OUTPUT`` perf event per CPU (``cpus``,
     default every online CPU), each with a ring of ``per_cpu_size`` bytes
     (a power of two and a multiple of the page size), installs them in
     the map, and waits on all of them through one epoll fd. Every other
-    option, ``stats()`` and closing behave as for :class:`RingBuffer`,
+    option, ``stats()`` and closing behave as for :class:`RingBuffer`
+    (a drop policy gives a queued stream built on a PerfBuffer),
     except that ``flush_interval`` defaults to 0.1 s (see the module doc).
 
     Example::
@@ -66,9 +69,10 @@ class PerfBuffer(EventStream[T]):
     """
 
     _kind = "perf event array"
+    cpus: list[int]
 
-    def __init__(
-        self,
+    def __new__(  # the type is chosen here, once: see _queued.make_stream
+        cls,
         map_fd: int,
         event_type: type[T] | None = None,
         *,
@@ -76,38 +80,25 @@ class PerfBuffer(EventStream[T]):
         cpus: Iterable[int] | None = None,
         wakeup_events: int = 1,
         watermark: int | None = None,
-        maxsize: int = 4096,
-        overflow: Overflow = "block",
-        flush_interval: float | None = 0.1,
-        budget: int = 1024,
         drop_counter_fd: int | None = None,
-        on_decode_error: Literal["count", "raise"] = "count",
-    ) -> None:
-        self._closed = True  # until fully constructed: close() is then a no-op
-        options = StreamOptions(maxsize, overflow, flush_interval, budget, on_decode_error)
-        if not isinstance(wakeup_events, int) or wakeup_events < 1:
-            raise ValueError(f"wakeup_events must be a positive int, not {wakeup_events!r}")
-        if watermark is not None and not (isinstance(watermark, int) and
-                                          0 < watermark < per_cpu_size):
-            raise ValueError(
-                f"watermark must be a number of bytes in 1..per_cpu_size-1, not {watermark!r}"
-            )
-        check_ring_size(per_cpu_size)
-        info = _syscall.map_info(map_fd)
-        if info.type != _syscall.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-            raise WrongMapTypeError(
-                f"map {info.name!r} (fd {map_fd}) is a {info.type_name} map, not a "
-                "perf_event_array; PerfBuffer needs BPF_MAP_TYPE_PERF_EVENT_ARRAY "
-                "(use RingBuffer for ring buffers)"
-            )
-        decode, exact = check_layout(event_type, per_cpu_size, RAW_OFFSET, "each perf ring",
-                                     "use a larger per_cpu_size")
-        claim_consumer(info, self._kind)
-        try:
-            source = PerfSource(map_fd, info.name, info.max_entries, decode, exact,
-                                drop_counter_fd, per_cpu_size, cpus, wakeup_events, watermark)
-        except BaseException:
-            release_consumer(info.id)
-            raise
-        self.cpus: list[int] = source.cpus
-        self._start(source, info.id, event_type, options)
+        **options: Unpack[StreamKwargs],
+    ) -> PerfBuffer[T] | QueuedStream[T]:
+        def raw(opts: StreamOptions) -> PerfBuffer[T]:
+            self: PerfBuffer[T] = super(PerfBuffer, cls).__new__(cls)
+            self._closed = True  # until fully constructed: close() is then a no-op
+            source = open_perf(map_fd, event_type, drop_counter_fd, per_cpu_size, cpus,
+                               wakeup_events, watermark)
+            self._start(source, event_type, opts)
+            self.cpus = source.cpus
+            return self
+
+        opts = StreamOptions.of(dict(options), flush_interval=0.1)
+        return make_stream(raw, opts)  # type: ignore[return-value]
+
+    @classmethod
+    def from_pinned(cls, path: str, event_type: type[Any] | None = None, *,
+                    drop_counter_path: str | None = None,
+                    **options: Any) -> PerfBuffer[Any] | QueuedStream[Any]:
+        """Open a perf event array pinned on bpffs (see RingBuffer.from_pinned);
+        ``options`` are PerfBuffer's."""
+        return open_pinned(cls, path, event_type, drop_counter_path, options)  # type: ignore[no-any-return]

@@ -21,8 +21,9 @@ import select
 from collections.abc import Iterable
 
 from . import _syscall
-from ._errors import KernelTooOldError, NotPrivilegedError
+from ._errors import KernelTooOldError, NotPrivilegedError, WrongMapTypeError
 from ._fast import check_cpu, load_acquire, store_release
+from ._ringmap import check_ring_size
 
 PAGE_SIZE = mmap.PAGESIZE
 
@@ -67,6 +68,28 @@ class _PerfEventAttr(ctypes.Structure):
         ("sample_max_stack", ctypes.c_uint16),
         ("_reserved", ctypes.c_uint16),
     ]
+
+
+def perf_map_info(map_fd: int, per_cpu_size: int, wakeup_events: int,
+                  watermark: int | None) -> _syscall.MapInfo:
+    """The map behind ``map_fd``, if it is a perf event array rings can be opened
+    for with these ring options (all checked here, before anything opens)."""
+    if not isinstance(wakeup_events, int) or wakeup_events < 1:
+        raise ValueError(f"wakeup_events must be a positive int, not {wakeup_events!r}")
+    if watermark is not None and not (isinstance(watermark, int) and
+                                      0 < watermark < per_cpu_size):
+        raise ValueError(
+            f"watermark must be a number of bytes in 1..per_cpu_size-1, not {watermark!r}"
+        )
+    check_ring_size(per_cpu_size)
+    info = _syscall.map_info(map_fd)
+    if info.type != _syscall.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+        raise WrongMapTypeError(
+            f"map {info.name!r} (fd {map_fd}) is a {info.type_name} map, not a "
+            "perf_event_array; PerfBuffer needs BPF_MAP_TYPE_PERF_EVENT_ARRAY "
+            "(use RingBuffer for ring buffers)"
+        )
+    return info
 
 
 def online_cpus() -> list[int]:

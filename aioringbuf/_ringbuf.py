@@ -1,24 +1,23 @@
-"""RingBuffer: a ``BPF_MAP_TYPE_RINGBUF`` map fd as an :class:`EventStream`."""
+"""RingBuffer: a ``BPF_MAP_TYPE_RINGBUF`` map fd as a stream."""
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _syscall
-from ._codec import check_layout
-from ._elf import check_ring_size
-from ._errors import UnsupportedMapError, WrongMapTypeError
-from ._ring import HEADER_SIZE
-from ._source import RingSource
-from ._stream import EventStream, Overflow, StreamOptions, claim_consumer, release_consumer
+from ._options import StreamOptions
+from ._queued import QueuedStream, make_stream
+from ._source import open_ring
+from ._stream import RawStream, open_pinned
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._options import StreamKwargs
 
 T = TypeVar("T")
 
-BPF_F_NUMA_NODE = 1 << 2
-BPF_F_RB_OVERWRITE = 1 << 19  # newer kernels: a ring that overwrites old records
 
-
-class RingBuffer(EventStream[T]):
+class RingBuffer(RawStream[T]):
     """Consume a ``BPF_MAP_TYPE_RINGBUF`` map as ``async for`` events.
 
     ``map_fd`` may come from anyone (aioringbuf's loader, another library,
@@ -30,6 +29,11 @@ class RingBuffer(EventStream[T]):
 
     Records arrive in the order they were reserved, across all CPUs.
 
+    ``overflow="block"`` (the default) gives a RingBuffer, drained by the
+    task that iterates it; a drop policy gives a
+    :class:`~aioringbuf.types.QueuedStream` built on one (see
+    docs/architecture.md, "Two streams").
+
     Example::
 
         async with RingBuffer(fd, Sample, maxsize=10_000) as events:
@@ -39,42 +43,30 @@ class RingBuffer(EventStream[T]):
 
     _kind = "ring buffer"
 
-    def __init__(
-        self,
+    def __new__(  # the type is chosen here, once: see _queued.make_stream
+        cls,
         map_fd: int,
         event_type: type[T] | None = None,
         *,
-        maxsize: int = 4096,
-        overflow: Overflow = "block",
-        flush_interval: float | None = None,
-        budget: int = 1024,
         drop_counter_fd: int | None = None,
-        on_decode_error: Literal["count", "raise"] = "count",
-    ) -> None:
-        self._closed = True  # until fully constructed: close() is then a no-op
-        options = StreamOptions(maxsize, overflow, flush_interval, budget, on_decode_error)
-        info = _syscall.map_info(map_fd)
-        if info.type != _syscall.BPF_MAP_TYPE_RINGBUF:
-            raise WrongMapTypeError(
-                f"map {info.name!r} (fd {map_fd}) is a {info.type_name} map, not a ringbuf; "
-                "RingBuffer needs BPF_MAP_TYPE_RINGBUF (use PerfBuffer for perf event arrays)"
-            )
-        if info.flags & BPF_F_RB_OVERWRITE:
-            raise UnsupportedMapError(
-                f"ring buffer {info.name!r} was created with BPF_F_RB_OVERWRITE; overwrite "
-                "mode rings are not supported yet: create the map without that flag"
-            )
-        if info.flags & ~BPF_F_NUMA_NODE:
-            raise UnsupportedMapError(
-                f"ring buffer {info.name!r} has map flags {info.flags:#x} aioringbuf does not know"
-            )
-        check_ring_size(info.max_entries)
-        decode = check_layout(event_type, info.max_entries, HEADER_SIZE,
-                              f"ring buffer {info.name!r}", "use a larger ring").decode
-        claim_consumer(info, self._kind)
-        try:
-            source = RingSource(map_fd, info.name, info.max_entries, decode, drop_counter_fd)
-        except BaseException:
-            release_consumer(info.id)
-            raise
-        self._start(source, info.id, event_type, options)
+        **options: Unpack[StreamKwargs],
+    ) -> RingBuffer[T] | QueuedStream[T]:
+        def raw(opts: StreamOptions) -> RingBuffer[T]:
+            self: RingBuffer[T] = super(RingBuffer, cls).__new__(cls)
+            self._closed = True  # until fully constructed: close() is then a no-op
+            self._start(open_ring(map_fd, event_type, drop_counter_fd), event_type, opts)
+            return self
+
+        return make_stream(raw, StreamOptions.of(dict(options)))  # type: ignore[return-value]
+
+    @classmethod
+    def from_pinned(cls, path: str, event_type: type[Any] | None = None, *,
+                    drop_counter_path: str | None = None,
+                    **options: Unpack[StreamKwargs]) -> RingBuffer[Any] | QueuedStream[Any]:
+        """Open a ring buffer pinned on bpffs, e.g. ``/sys/fs/bpf/events``.
+
+        The drop counter is ``drop_counter_path``, by default ``<path>_drops``
+        if that exists. The stream resumes at the map's current consumer
+        position, wherever the last consumer stopped.
+        """
+        return open_pinned(cls, path, event_type, drop_counter_path, dict(options))  # type: ignore[no-any-return]

@@ -3,16 +3,72 @@
 Layout (kernel/bpf/ringbuf.c): at mmap offset 0 one read-write page whose
 first u64 is ``consumer_pos``; at offset PAGE_SIZE, read-only, a page whose
 first u64 is ``producer_pos``, followed by the data area mapped twice.
+
+The checks on such a map live here too (one place, whoever asks: a stream,
+the loader, the ELF rewriter): :func:`check_ring_size` and
+:func:`ring_map_info`.
 """
 
 from __future__ import annotations
 
 import mmap
 
-from ._errors import NotPrivilegedError
+from . import _syscall
+from ._errors import NotPrivilegedError, RingSizeError, UnsupportedMapError, WrongMapTypeError
 from ._fast import check_cpu, full_fence, load_acquire, store_release
 
 PAGE_SIZE = mmap.PAGESIZE
+BPF_F_NUMA_NODE = 1 << 2
+BPF_F_RB_OVERWRITE = 1 << 19  # newer kernels: a ring that overwrites old records
+
+
+# A BTF-defined map says max_entries as the length of an int array, and the
+# kernel refuses BTF arrays of more than U32_MAX bytes ("Array size overflows
+# U32_MAX", kernel/bpf/btf.c): so at most U32_MAX // 4 entries, and the
+# largest ring (a power of two) is 512 MiB. max_entries itself is a u32.
+MAX_ENTRIES = 0xFFFFFFFF // 4
+MAX_RING_SIZE = 1 << (MAX_ENTRIES.bit_length() - 1)
+
+
+def check_ring_size(size: int, what: str = "ring size") -> None:
+    """Raise RingSizeError unless ``size`` is a power of two, page aligned, and
+    within the kernel's limit; before anything is rewritten or loaded."""
+    page = mmap.PAGESIZE
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise RingSizeError(f"{what} must be an int, not {type(size).__name__}")
+    if size > MAX_RING_SIZE:
+        raise RingSizeError(
+            f"{what} {size} is too large: the kernel accepts ring buffers of at most "
+            f"{MAX_RING_SIZE} bytes ({MAX_RING_SIZE >> 20} MiB) in a BPF object's map "
+            "definitions"
+        )
+    if size <= 0 or size & (size - 1) or size % page:
+        hint = 1 << max(size - 1, page - 1).bit_length()
+        raise RingSizeError(
+            f"{what} {size} is invalid: a ring buffer's size must be a power of two "
+            f"and a multiple of the page size ({page}); use e.g. {hint}"
+        )
+
+
+def ring_map_info(map_fd: int) -> _syscall.MapInfo:
+    """The map behind ``map_fd``, if it is a ring buffer aioringbuf can consume."""
+    info = _syscall.map_info(map_fd)
+    if info.type != _syscall.BPF_MAP_TYPE_RINGBUF:
+        raise WrongMapTypeError(
+            f"map {info.name!r} (fd {map_fd}) is a {info.type_name} map, not a ringbuf; "
+            "RingBuffer needs BPF_MAP_TYPE_RINGBUF (use PerfBuffer for perf event arrays)"
+        )
+    if info.flags & BPF_F_RB_OVERWRITE:
+        raise UnsupportedMapError(
+            f"ring buffer {info.name!r} was created with BPF_F_RB_OVERWRITE; overwrite "
+            "mode rings are not supported yet: create the map without that flag"
+        )
+    if info.flags & ~BPF_F_NUMA_NODE:
+        raise UnsupportedMapError(
+            f"ring buffer {info.name!r} has map flags {info.flags:#x} aioringbuf does not know"
+        )
+    check_ring_size(info.max_entries)
+    return info
 
 
 class RingMemory:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._cli import (
+from ._cli_common import (
     EXIT_ERROR,
     EXIT_NOPERM,
     EXIT_OK,

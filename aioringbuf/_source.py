@@ -1,6 +1,6 @@
 """Sources: the kernel buffers a stream reads, behind one small interface.
 
-The stream (``_stream.EventStream``) owns everything async — waiting,
+The streams (``_stream.RawStream``, ``_queued.QueuedStream``) own everything async — waiting,
 queueing, overflow, closing, counting. What differs between a BPF ring
 buffer and a perf event array is only how records are found and handed
 back, and that is all a source does:
@@ -29,6 +29,11 @@ back, and that is all a source does:
   and ``reread(start, end, events, starts)`` decodes such a span as events.
 * ``close()`` releases everything but the waited-on fd, ``close_fd()``
   that one: the stream closes it only once no task is registered on it.
+
+:func:`open_ring` and :func:`open_perf` build them: the map layer checks
+the map (``_ringmap``, ``_perfmap``), the codec checks the layout and gives
+the decoder, and the source claims the map for this process (one buffer,
+one consumer) until ``close()``. See docs/architecture.md, "Layers".
 """
 
 from __future__ import annotations
@@ -38,15 +43,70 @@ from collections.abc import MutableSequence
 from typing import Any, Protocol
 
 from . import _syscall
+from ._codec import check_layout
 from ._columns import Columns, TakeResult, perf_take, ring_take
+from ._errors import ConsumerBusyError
 from ._fast import full_fence, walk, walk_perf
-from ._perfmap import PerfRings
-from ._ring import Decode, Stop, WalkResult
-from ._ringmap import RingMemory
+from ._perfmap import PerfRings, perf_map_info
+from ._perfring import RAW_OFFSET
+from ._ring import HEADER_SIZE, Decode, Stop, WalkResult
+from ._ringmap import RingMemory, ring_map_info
+
+# One buffer, one consumer: ids of the maps a source of this process reads.
+_consumers: set[int] = set()
+
+
+def claim_consumer(info: _syscall.MapInfo, kind: str) -> None:
+    """Refuse a second consumer of one map in this process (one buffer, one consumer)."""
+    if info.id in _consumers:
+        raise ConsumerBusyError(
+            f"{kind} {info.name!r} (map id {info.id}) already has a consumer in this "
+            "process; a ring has exactly one consumer: share its events with "
+            "aioringbuf.Broadcast instead of opening it twice"
+        )
+    _consumers.add(info.id)
+
+
+def release_consumer(map_id: int) -> None:
+    _consumers.discard(map_id)
+
+
+BUSY_BACKOFF = 0.0002  # seconds to wait for a reserved record to be committed
+
+
+def open_ring(map_fd: int, event_type: type | None,
+              drop_counter_fd: int | None) -> RingSource:
+    """A source over a ``BPF_MAP_TYPE_RINGBUF`` map fd (checked, claimed)."""
+    info = ring_map_info(map_fd)
+    decode = check_layout(event_type, info.max_entries, HEADER_SIZE,
+                          f"ring buffer {info.name!r}", "use a larger ring").decode
+    claim_consumer(info, "ring buffer")
+    try:
+        return RingSource(map_fd, info, decode, drop_counter_fd)
+    except BaseException:
+        _consumers.discard(info.id)
+        raise
+
+
+def open_perf(map_fd: int, event_type: type | None, drop_counter_fd: int | None,
+              per_cpu_size: int, cpus: Any, wakeup_events: int,
+              watermark: int | None) -> PerfSource:
+    """A source over a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` (checked, claimed)."""
+    info = perf_map_info(map_fd, per_cpu_size, wakeup_events, watermark)
+    decode, exact = check_layout(event_type, per_cpu_size, RAW_OFFSET, "each perf ring",
+                                 "use a larger per_cpu_size")
+    claim_consumer(info, "perf event array")
+    try:
+        return PerfSource(map_fd, info, decode, exact, drop_counter_fd, per_cpu_size, cpus,
+                          wakeup_events, watermark)
+    except BaseException:
+        _consumers.discard(info.id)
+        raise
 
 
 class Source(Protocol):
     name: str
+    map_id: int
     size: int
     keeps_undelivered: bool
 
@@ -70,10 +130,11 @@ class RingSource:
 
     keeps_undelivered = True
 
-    def __init__(self, map_fd: int, name: str, size: int, decode: Decode,
+    def __init__(self, map_fd: int, info: _syscall.MapInfo, decode: Decode,
                  drop_counter_fd: int | None) -> None:
-        self.name = name
-        self.size = size
+        self.name = info.name
+        self.map_id = info.id
+        self.size = size = info.max_entries
         self._decode = decode
         self._fd = self._drops_fd = -1
         self._mem: RingMemory | None = None
@@ -127,6 +188,7 @@ class RingSource:
         return _syscall.percpu_u64_sum(self._drops_fd) if self._drops_fd >= 0 else None
 
     def close(self) -> None:
+        _consumers.discard(self.map_id)
         if self._mem is not None:
             self._mem.close()
             self._mem = None
@@ -151,10 +213,11 @@ class PerfSource:
 
     keeps_undelivered = False
 
-    def __init__(self, map_fd: int, name: str, max_entries: int, decode: Decode,
+    def __init__(self, map_fd: int, info: _syscall.MapInfo, decode: Decode,
                  exact_size: int, drop_counter_fd: int | None, per_cpu_size: int,
                  cpus: Any, wakeup_events: int, watermark: int | None) -> None:
-        self.name = name
+        self.name = info.name
+        self.map_id = info.id
         self._decode = decode
         self._exact = exact_size
         self._lost = 0  # from PERF_RECORD_LOST records, when the kernel cannot say more
@@ -164,7 +227,7 @@ class PerfSource:
         self._rings: PerfRings | None = None
         try:
             self._drops_fd = _dup(drop_counter_fd)
-            self._rings = PerfRings(map_fd, max_entries, per_cpu_size, cpus,
+            self._rings = PerfRings(map_fd, info.max_entries, per_cpu_size, cpus,
                                     wakeup_events, watermark)
         except BaseException:
             self.close()
@@ -275,6 +338,7 @@ class PerfSource:
     def close(self) -> None:
         # The perf fds are registered in our own epoll set, not in the loop's:
         # they can go now; only the epoll fd waits for close_fd().
+        _consumers.discard(self.map_id)
         self._cur = None
         if self._rings is not None:
             self._rings.close()

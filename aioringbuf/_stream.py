@@ -1,143 +1,85 @@
-"""EventStream: a kernel buffer as an async iterator of decoded events.
+"""RawStream: a kernel buffer as an async iterator, drained by the iterating task.
 
-The only module that awaits, shared by :class:`~aioringbuf.RingBuffer` and
-:class:`~aioringbuf.PerfBuffer`, which differ only in their source (see
-``_source``). Its loop is the one DESIGN.md describes: drain committed
-records (a budget at a time, yielding to the event loop between batches),
-and when the buffer is empty wait for the kernel's wakeup with
-``anyio.wait_readable`` on the source's fd (one-shot, so a consumer that is
-not asking for more is never woken) or for ``flush_interval``, whichever
-comes first.
+The stream of ``overflow="block"`` (the default), and the layer a queued
+stream (``_queued``) is built on: what cilium/ebpf's ``RawReader`` is to
+its ``Reader``. There is no background task. The loop is the one
+docs/architecture.md describes: the task that asks for the next event
+drains committed records (at most ``min(budget, maxsize)``, then yields
+once to the event loop), and when the buffer is empty waits for the
+kernel's wakeup with ``anyio.wait_readable`` on the source's fd (one-shot,
+so a consumer that is not asking for more is never woken) or for
+``flush_interval``, whichever comes first.
 
-Two ways to run, chosen by ``overflow``:
+Space is handed back to the kernel (``Source.commit``) only for records
+that were delivered: when the consumer is slow the kernel buffer fills and
+the BPF side counts its drops; closing mid-batch leaves the undelivered
+records in a ring buffer for the next consumer (a perf ring dies with its
+consumer: they count as ``queue_drops``).
 
-* ``"block"`` (default): the iterating task drains the buffer itself, at
-  most ``maxsize`` records at a time, and hands space back to the kernel
-  only for records it has delivered. When the consumer is slow the kernel
-  buffer fills and the kernel side counts its drops; closing mid-batch
-  leaves the undelivered records in a ring buffer for the next consumer
-  (a perf ring dies with its consumer: they count as ``queue_drops``).
-* ``"drop_oldest"`` / ``"drop_newest"``: a background task (owned by
-  ``async with``) keeps the kernel buffer empty and feeds a bounded queue;
-  when the queue is full the policy evicts, and every eviction is counted
-  in ``queue_drops`` (so are records still queued when the stream closes).
-
-``async for ev in stream`` yields events; ``async for batch in
-stream.batches()`` yields lists of them, as drained (cheaper per event).
+``async for ev in stream`` yields events (the cursor's fast path, see
+``_cursor``); ``async for batch in stream.batches()`` yields lists of them.
 """
 
 from __future__ import annotations
 
 import array
-import collections
 import os
 import warnings
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
 
 from . import _syscall
-from ._errors import AioRingBufError, ConsumerBusyError
+from ._arrays import Arrays
 from ._fast import Cursor
+from ._options import StreamOptions
 from ._ring import Stop
-from ._source import Source
+from ._source import BUSY_BACKOFF, Source
 from ._stats import StreamStats
 
 T = TypeVar("T")
-S = TypeVar("S", bound="EventStream[Any]")
-Overflow = Literal["block", "drop_oldest", "drop_newest"]
-_OVERFLOW = ("block", "drop_oldest", "drop_newest")
-_BUSY_BACKOFF = 0.0002  # seconds to wait for a reserved record to be committed
-
-# One buffer, one consumer: map ids with a live stream in this process.
-_consumers: set[int] = set()
+S = TypeVar("S", bound="RawStream[Any]")
 
 
-@dataclass(frozen=True)
-class StreamOptions:
-    """The options every stream takes, checked before anything is opened."""
 
-    maxsize: int = 4096
-    overflow: Overflow = "block"
-    flush_interval: float | None = None
-    budget: int = 1024
-    on_decode_error: Literal["count", "raise"] = "count"
+class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
+    """What RingBuffer, PerfBuffer and exec_events() share: draining, waiting,
+    closing, counting.
 
-    def __post_init__(self) -> None:
-        if self.overflow not in _OVERFLOW:
-            raise ValueError(f"overflow must be one of {_OVERFLOW}, not {self.overflow!r}")
-        if not isinstance(self.maxsize, int) or self.maxsize < 1:
-            raise ValueError(f"maxsize must be a positive int, not {self.maxsize!r}")
-        if not isinstance(self.budget, int) or self.budget < 1:
-            raise ValueError(f"budget must be a positive int, not {self.budget!r}")
-        if self.flush_interval is not None and not self.flush_interval > 0:
-            raise ValueError(
-                f"flush_interval must be > 0 seconds or None, not {self.flush_interval!r}"
-            )
-        if self.on_decode_error not in ("count", "raise"):
-            raise ValueError("on_decode_error must be 'count' or 'raise'")
-
-
-def claim_consumer(info: _syscall.MapInfo, kind: str) -> None:
-    """Refuse a second consumer of one map in this process (one buffer, one consumer)."""
-    if info.id in _consumers:
-        raise ConsumerBusyError(
-            f"{kind} {info.name!r} (map id {info.id}) already has a consumer in this "
-            "process; a ring has exactly one consumer: share its events with "
-            "aioringbuf.Broadcast instead of opening it twice"
-        )
-    _consumers.add(info.id)
-
-
-def release_consumer(map_id: int) -> None:
-    _consumers.discard(map_id)
-
-
-class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
-    """What RingBuffer and PerfBuffer share: queueing, overflow, closing, stats.
-
-    Subclasses check their map, build a :class:`~aioringbuf._source.Source`
-    and call :meth:`_start`. The current batch (``_batch``, ``_idx``,
-    ``_nbatch``) and the fast path of ``__anext__`` live in the base
-    ``Cursor`` (C when built, see ``_fast``); the slow path is
-    :meth:`_anext_slow`.
+    A subclass builds a :class:`~aioringbuf._source.Source` and calls
+    :meth:`_start` (or, to open lazily, :meth:`_setup` and later
+    :meth:`_attach` from its :meth:`_open_source`). The current batch lives
+    in the cursor's ``_batch``/``_idx``/``_nbatch``; :meth:`_anext_slow`
+    refills it.
     """
 
     _kind = "stream"
+    _source: Source | None
 
-    def _start(self, source: Source, map_id: int, event_type: type[T] | None,
-               options: StreamOptions) -> None:
-        self._source: Source = source
+    def _setup(self, event_type: type[T] | None, options: StreamOptions) -> None:
+        """Everything but the source: counters, options, the empty batch."""
+        self._source = None
         self._batch: list[Any] = []
         self._idx = self._nbatch = 0
         self.event_type = event_type
-        self.map_id = map_id
-        self.name = source.name
+        self.map_id = 0
+        self.name = "?"
         self.maxsize = options.maxsize
-        self.overflow: Overflow = options.overflow
+        self.overflow = options.overflow
         self._flush_interval = options.flush_interval
-        self._budget = options.budget
-        self._strict = options.on_decode_error == "raise"
+        self._limit = min(options.budget, options.maxsize)
+        self._strict = options.strict
         self._closed = False
-
         self._entered = False
-        self._pump_mode = options.overflow != "block"
-        self._task_group: Any = None
         self._wait_scope: anyio.CancelScope | None = None
         self._fd_close_deferred = False
-        self._on_close: list[Any] = []
-        # block mode: the batch being delivered (in Cursor), where each record started
-        self._starts: array.array[int] = array.array("Q")
+        self._starts: array.array[int] = array.array("Q")  # where each record started
         self._batch_end = 0
-        # drop modes: the queue the background task fills
-        self._queue: collections.deque[Any] = collections.deque()
-        self._ready: anyio.Event | None = None  # created in __aenter__ (needs a loop)
         self._pending_error: BaseException | None = None
-        # counters
+        self._broken: BaseException | None = None  # what the source raised: unreadable
         self._delivered = 0
         self._queue_drops = 0
         self._decode_errors = 0
@@ -145,46 +87,27 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         self._peak = 0
         self._final: StreamStats | None = None
 
-    # -- construction from a pin -------------------------------------------
+    def _attach(self, source: Source) -> None:
+        self._source = source
+        self.map_id = source.map_id
+        self.name = source.name
 
-    @classmethod
-    def from_pinned(
-        cls: type[S],
-        path: str,
-        event_type: type[Any] | None = None,
-        *,
-        drop_counter_path: str | None = None,
-        **options: Any,
-    ) -> S:
-        """Open a map pinned on bpffs, e.g. ``/sys/fs/bpf/events``.
+    def _start(self, source: Source, event_type: type[T] | None,
+               options: StreamOptions) -> None:
+        self._setup(event_type, options)
+        self._attach(source)
 
-        The drop counter is looked up at ``drop_counter_path``, by default
-        ``<path>_drops`` if that exists. A ring buffer resumes at the map's
-        current consumer position, wherever the last consumer stopped.
-        """
-        fd = _syscall.obj_get(path)
-        drops_fd = None
-        try:
-            drops_path = drop_counter_path or path + "_drops"
-            if drop_counter_path is not None or os.path.exists(drops_path):
-                drops_fd = _syscall.obj_get(drops_path)
-            return cls(fd, event_type, drop_counter_fd=drops_fd, **options)  # type: ignore[call-arg]
-        finally:
-            os.close(fd)
-            if drops_fd is not None:
-                os.close(drops_fd)
+    async def _open_source(self) -> Source:
+        """The source, for a stream that opens lazily (see ExecEvents)."""
+        raise anyio.ClosedResourceError
 
     # -- async context manager and iterator -------------------------------
 
     async def __aenter__(self: S) -> S:
         self._check_open()
         self._entered = True
-        if self._pump_mode:
-            self._ready = anyio.Event()
-            tg = anyio.create_task_group()
-            await tg.__aenter__()
-            self._task_group = tg
-            tg.start_soon(self._pump, name=f"aioringbuf pump for {self.name}")
+        if self._source is None:
+            await self._open_source()
         return self
 
     async def __aexit__(
@@ -194,29 +117,21 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         tb: TracebackType | None,
     ) -> None:
         self.close()
-        tg, self._task_group = self._task_group, None
-        if tg is not None:
-            # The host task is leaving the scope anyway: cancelling it here
-            # only hurries the pump, whose own exit close() already arranged.
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
 
     def __aiter__(self: S) -> S:
         return self
 
-    # __anext__ is Cursor's: the next event of the batch, or _anext_slow().
+    # __anext__ is the cursor's: the next event of the batch, or _anext_slow().
 
     async def _anext_slow(self) -> T:
         try:
-            if self._pump_mode:
-                return await self._next_from_queue()
             await self._fill_batch()
-            self._idx = 1
-            return self._batch[0]  # type: ignore[no-any-return]
         except anyio.get_cancelled_exc_class():
             if not self._entered:  # a bare `async for`: cancelling it ends it
                 self.close()
             raise
+        self._idx = 1
+        return self._batch[0]  # type: ignore[no-any-return]
 
     async def receive(self) -> T:
         """The next event (the same as ``await anext(stream)``)."""
@@ -249,48 +164,49 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         drained span is one block copy (see ``_arrays``). Needs numpy
         (``aioringbuf[arrays]``) and a fixed-size Event type (TypeError else).
         """
-        from ._arrays import Arrays
-
         return Arrays(self)
 
     async def _next_batch(self) -> list[T]:
-        try:
-            if self._pump_mode:
-                await self._next_from_queue(peek=True)
-                batch = list(self._queue)
-                self._queue.clear()
-                self._delivered += len(batch)
-                return batch
-            i = self._idx
-            if i >= self._nbatch:
+        i = self._idx
+        if i >= self._nbatch:
+            try:
                 await self._fill_batch()
-                i = 0
-            batch = self._batch if i == 0 else self._batch[i:]
-            self._idx = self._nbatch
-            return batch
-        except anyio.get_cancelled_exc_class():
-            if not self._entered:
-                self.close()
-            raise
+            except anyio.get_cancelled_exc_class():
+                if not self._entered:
+                    self.close()
+                raise
+            i = 0
+        batch = self._batch if i == 0 else self._batch[i:]
+        self._idx = self._nbatch
+        return batch
 
-    # -- block mode: the iterating task drains the buffer -------------------
+    # -- draining -------------------------------------------------------------
 
     async def _fill_batch(self) -> None:
         """Retire the used-up batch, then wait for and read a non-empty one (idx 0)."""
         self._check_open()
+        if self._broken is not None:
+            raise anyio.BrokenResourceError(
+                f"{self._kind} {self.name!r} cannot be read any more: {self._broken}"
+            ) from self._broken
         self._retire_batch()
         if self._pending_error is not None:
             err, self._pending_error = self._pending_error, None
             raise err
-        budget = min(self._budget, self.maxsize)
+        src = self._source
+        if src is None:
+            src = await self._open_source()
         waited = False
         while True:
             self._check_open()
-            src = self._source
             batch: list[Any] = []
             starts = array.array("Q")
-            pos, stop, decode_errors, discarded, error = src.read(
-                budget, batch, starts, self._strict)
+            try:
+                pos, stop, decode_errors, discarded, error = src.read(
+                    self._limit, batch, starts, self._strict)
+            except Exception as exc:  # a corrupt ring: the next read would fail the same
+                self._broken = exc
+                raise
             self._discarded += discarded
             self._decode_errors += decode_errors
             if batch:
@@ -310,7 +226,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
             if error is not None:
                 raise error
             if stop == Stop.BUSY:
-                await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
+                await self._interruptible(anyio.sleep, BUSY_BACKOFF)
             elif src.quiet():  # after the commit, last before sleeping: see _source
                 await self._wait_readable()
             else:
@@ -321,84 +237,17 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
         """Hand the delivered part of the batch's space back to the kernel."""
         if not self._nbatch:
             return
+        src = self._source
+        assert src is not None
         i = self._idx
         pos = self._batch_end if i >= self._nbatch else self._starts[i]
         self._delivered += i
-        if not self._source.keeps_undelivered:
+        if not src.keeps_undelivered:
             self._queue_drops += self._nbatch - i  # taken from the kernel, never delivered
         self._batch, self._starts = [], array.array("Q")
         self._idx = self._nbatch = 0
         if not self._closed:
-            self._source.commit(pos)
-
-    # -- drop modes: a background task drains, the iterating task receives ---
-
-    async def _next_from_queue(self, peek: bool = False) -> T:
-        if not self._entered:
-            raise AioRingBufError(
-                f"overflow={self.overflow!r} drains the ring in a background task, which "
-                "needs `async with` around the stream: `async with stream: async for ...`"
-            )
-        while True:
-            if self._queue:
-                if peek:
-                    return self._queue[0]  # type: ignore[no-any-return]
-                self._delivered += 1
-                return self._queue.popleft()  # type: ignore[no-any-return]
-            if self._pending_error is not None:
-                err, self._pending_error = self._pending_error, None
-                raise err
-            self._check_open()
-            assert self._ready is not None
-            if self._ready.is_set():
-                self._ready = anyio.Event()
-            await self._ready.wait()
-
-    async def _pump(self) -> None:
-        try:
-            while not self._closed:
-                src = self._source
-                batch: list[Any] = []
-                pos, stop, decode_errors, discarded, error = src.read(
-                    self._budget, batch, None, self._strict)
-                src.commit(pos)  # copied out: the kernel may reuse it
-                self._discarded += discarded
-                self._decode_errors += decode_errors
-                if batch:
-                    self._enqueue(batch)
-                if error is not None:
-                    self._pending_error = error
-                if batch or error is not None:
-                    assert self._ready is not None
-                    self._ready.set()
-                    await anyio.lowlevel.checkpoint()
-                elif stop == Stop.BUSY:
-                    await self._interruptible(anyio.sleep, _BUSY_BACKOFF)
-                elif src.quiet():  # after the commit, last before sleeping: see _source
-                    await self._wait_readable()
-                else:
-                    await anyio.lowlevel.checkpoint()
-        except anyio.ClosedResourceError:
-            return
-
-    def _enqueue(self, batch: list[Any]) -> None:
-        q = self._queue
-        excess = len(q) + len(batch) - self.maxsize
-        if excess <= 0:
-            q.extend(batch)
-        elif self.overflow == "drop_newest":
-            q.extend(batch[: len(batch) - excess])
-            self._queue_drops += excess
-        else:  # drop_oldest: the oldest of queue + batch go first
-            self._queue_drops += excess
-            if excess >= len(q):
-                q.clear()
-                q.extend(batch[len(batch) - self.maxsize :])
-            else:
-                for _ in range(excess):
-                    q.popleft()
-                q.extend(batch)
-        self._peak = max(self._peak, len(q))
+            src.commit(pos)
 
     # -- waiting ------------------------------------------------------------
 
@@ -412,16 +261,19 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
                 self._wait_scope = None
                 if self._fd_close_deferred:
                     self._fd_close_deferred = False
+                    assert self._source is not None
                     self._source.close_fd()
         self._check_open()
 
     async def _wait_readable(self) -> None:
         if self._flush_interval is None:
+            assert self._source is not None
             await self._interruptible(anyio.wait_readable, self._source.fileno())
         else:
             await self._interruptible(self._wait_readable_or_flush)
 
     async def _wait_readable_or_flush(self) -> None:
+        assert self._source is not None
         with anyio.move_on_after(self._flush_interval):
             await anyio.wait_readable(self._source.fileno())
 
@@ -434,33 +286,28 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
     def close(self) -> None:
         """Release the fds, the mappings and (for owned objects) the BPF links.
 
-        Idempotent. Undelivered records of a ``"block"`` ring buffer stream
-        stay in the ring for the next consumer; those queued in a drop_*
-        stream, or read from a perf ring but not delivered, are counted in
-        ``queue_drops``. A task blocked in ``async for`` on this stream gets
-        ``anyio.ClosedResourceError``.
+        Idempotent. Undelivered records of a ring buffer stay in the ring
+        for the next consumer; those read from a perf ring but not
+        delivered are counted in ``queue_drops``. A task blocked in
+        ``async for`` on this stream gets ``anyio.ClosedResourceError``.
         """
         if self._closed:
             return
+        src = self._source
+        if src is None:
+            self._closed = True
+            return
         self._retire_batch()
-        self._queue_drops += len(self._queue)
-        self._queue.clear()
         self._final = self._snapshot()
         self._closed = True
-        release_consumer(self.map_id)
-        self._source.close()
+        src.close()
         if self._wait_scope is not None:
             # A task is registered with the event loop on our fd: let it
             # unregister first, then it closes the fd (see _interruptible).
             self._fd_close_deferred = True
             self._wait_scope.cancel()
         else:
-            self._source.close_fd()
-        if self._ready is not None:
-            self._ready.set()  # wakes receivers; the pump sees _closed and returns
-        callbacks, self._on_close = self._on_close, []
-        for cb in callbacks:
-            cb()
+            src.close_fd()
 
     async def aclose(self) -> None:
         self.close()
@@ -490,6 +337,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
 
     def _snapshot(self) -> StreamStats:
         src = self._source
+        assert src is not None
         cons, prod = src.positions()
         return StreamStats(
             delivered=self._delivered + self._idx,
@@ -497,7 +345,7 @@ class EventStream(Cursor, Generic[T]):  # type: ignore[misc]
             queue_drops=self._queue_drops,
             decode_errors=self._decode_errors,
             discarded=self._discarded,
-            queue_len=(self._nbatch - self._idx) + len(self._queue),
+            queue_len=self._nbatch - self._idx,
             queue_peak=self._peak,
             maxsize=self.maxsize,
             ring_size=src.size,
@@ -517,20 +365,31 @@ class _Batches(Generic[T]):
 
     __slots__ = ("_stream",)
 
-    def __init__(self, stream: EventStream[T]) -> None:
+    def __init__(self, stream: Any) -> None:
         self._stream = stream
 
     def __aiter__(self) -> _Batches[T]:
         return self
 
     async def __anext__(self) -> list[T]:
-        return await self._stream._next_batch()
+        return await self._stream._next_batch()  # type: ignore[no-any-return]
 
 
-def __getattr__(name: str) -> Any:
-    # RingBuffer used to live here; keep `from ._stream import RingBuffer` working.
-    if name == "RingBuffer":
-        from ._ringbuf import RingBuffer
+def open_pinned(cls: Any, path: str, event_type: type[Any] | None,
+                drop_counter_path: str | None, options: dict[str, Any]) -> Any:
+    """``cls.from_pinned``: open a map pinned on bpffs, with its drop counter.
 
-        return RingBuffer
-    raise AttributeError(name)
+    The drop counter is looked up at ``drop_counter_path``, by default
+    ``<path>_drops`` if that exists.
+    """
+    fd = _syscall.obj_get(path)
+    drops_fd = None
+    try:
+        drops_path = drop_counter_path or path + "_drops"
+        if drop_counter_path is not None or os.path.exists(drops_path):
+            drops_fd = _syscall.obj_get(drops_path)
+        return cls(fd, event_type, drop_counter_fd=drops_fd, **options)
+    finally:
+        os.close(fd)
+        if drops_fd is not None:
+            os.close(drops_fd)

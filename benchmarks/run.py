@@ -104,6 +104,8 @@ def consumers() -> list[Consumer]:
     return [
         Consumer("aioringbuf RingBuffer async for", "ring", aiorb, ("iter",), python=py),
         Consumer("aioringbuf RingBuffer batches()", "ring", aiorb, ("batch",), python=py),
+        Consumer("aioringbuf exec_events() stream async for", "ring", aiorb, ("exec",),
+                 python=py),
         Consumer("aioringbuf RingBuffer async for, pure Python", "ring", aiorb, ("iter",),
                  (("AIORINGBUF_PURE", "1"),), python=py),
         Consumer("aioringbuf RingBuffer arrays()", "ring", aiorb, ("arrays",), python=py),
@@ -405,6 +407,13 @@ def targets(rows: list[Row]) -> list[dict[str, object]]:
             add("arrays() live: zero kernel drops", r.consumer,
                 [float(r.extra.get("kernel_drops_max", r.kernel_drops))],  # type: ignore[arg-type]
                 lambda m: m == 0, "drops")
+    ring, shaped = find("drain", "aioringbuf RingBuffer async for"), find(
+        "drain", "aioringbuf exec_events() stream async for")
+    if ring is not None and shaped is not None:
+        vals = paired_ratios(shaped.extra["cpu_us_per_event_by_round"],
+                             ring.extra["cpu_us_per_event_by_round"])
+        add("exec_events() async for CPU/event <= 1.10x RingBuffer's", shaped.consumer,
+            vals, lambda m: m <= 1.10, "x")
     for peer, factor in [("BCC ring_buffer_poll", 5), ("pylibbpf PerfEventArray", 2)]:
         p = find("drain", peer)
         for name in ("aioringbuf RingBuffer async for", "aioringbuf RingBuffer batches()"):

@@ -43,7 +43,7 @@ def _kernel_problem() -> str | None:
     if not os.path.isdir("/sys/kernel/tracing/events/syscalls"):
         return "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing"
     try:
-        aioringbuf.check_privileges()
+        aioringbuf.types.check_privileges()
     except aioringbuf.AioRingBufError as exc:
         return str(exc)
     return None
@@ -121,7 +121,7 @@ def ringgen_factory(bpf_objects: pathlib.Path):
     """Load ringgen.bpf.o with a chosen ring size; everything closed after the test."""
     from ringgen import Generator
 
-    made: list[tuple[aioringbuf.BpfObject, Generator]] = []
+    made: list[tuple[aioringbuf.types.BpfObject, Generator]] = []
 
     def make(ring_size: int = 64 * 1024) -> Generator:
         obj = aioringbuf.load(
@@ -142,7 +142,7 @@ def perfgen_factory(bpf_objects: pathlib.Path):
     """Load perfgen.bpf.o (a perf event array); everything closed after the test."""
     from perfgen import PerfGenerator
 
-    made: list[tuple[aioringbuf.BpfObject, PerfGenerator]] = []
+    made: list[tuple[aioringbuf.types.BpfObject, PerfGenerator]] = []
 
     def make() -> PerfGenerator:
         obj = aioringbuf.load(bpf_objects / "perfgen.bpf.o", attach=False).open()

@@ -63,7 +63,7 @@ def on_cpu(cpu: int) -> Iterator[None]:
 class PerfGenerator:
     """A loaded perfgen object, with its program fd for test runs."""
 
-    def __init__(self, obj: aioringbuf.BpfObject) -> None:
+    def __init__(self, obj: aioringbuf.types.BpfObject) -> None:
         self.obj = obj
         self.prog_fd = obj.program_fd("perfgen")
 

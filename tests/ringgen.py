@@ -53,7 +53,7 @@ def capacity(ring_size: int, payload_len: int) -> int:
 class Generator:
     """A loaded ringgen object, with its program fd for test runs."""
 
-    def __init__(self, obj: aioringbuf.BpfObject) -> None:
+    def __init__(self, obj: aioringbuf.types.BpfObject) -> None:
         self.obj = obj
         self.prog_fd = obj.program_fd("ringgen")
 

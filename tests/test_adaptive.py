@@ -25,7 +25,7 @@ SPAN = 24  # ring bytes per record: 8-byte header + 16
 
 
 class Adaptive:
-    def __init__(self, obj: aioringbuf.BpfObject) -> None:
+    def __init__(self, obj: aioringbuf.types.BpfObject) -> None:
         self.obj = obj
         self.prog_fd = obj.program_fd("adaptive")
 

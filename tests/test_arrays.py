@@ -59,7 +59,7 @@ async def test_records_arrive_in_order_as_columns(ringgen_factory) -> None:
         gen.produce(3000, b"abcdefgh")
         got = await read_arrays(rb, gen.produced())
         s = rb.stats()
-    assert all(arr.dtype == aioringbuf.dtype_of(Seq8) for arr in got)
+    assert all(arr.dtype == aioringbuf.types.dtype_of(Seq8) for arr in got)
     assert seqs(got) == list(range(3000))
     assert {bytes(p) for arr in got for p in arr["payload"]} == {b"abcdefgh"}
     assert (s.delivered, s.kernel_drops, s.queue_drops, s.decode_errors) == (3000, 0, 0, 0)
@@ -223,7 +223,7 @@ async def test_perf_records_in_order_per_cpu(perfgen_factory) -> None:
         s = pb.stats()
     per_cpu: dict[int, list[int]] = {c: [] for c in cpus}
     for arr in got:
-        assert arr.dtype == aioringbuf.dtype_of(PHead)
+        assert arr.dtype == aioringbuf.types.dtype_of(PHead)
         for seq, cpu in zip(arr["seq"], arr["cpu"], strict=True):
             per_cpu[int(cpu)].append(int(seq))
     assert per_cpu == expected

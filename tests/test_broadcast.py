@@ -16,7 +16,8 @@ import pytest
 from ringgen import Fixed, Rec, capacity
 
 import aioringbuf
-from aioringbuf import Broadcast, SlowSubscriberError, Subscription, exec_events
+from aioringbuf import Broadcast, SlowSubscriberError, exec_events
+from aioringbuf.types import Subscription
 
 pytestmark = pytest.mark.anyio
 
@@ -172,7 +173,8 @@ async def test_receivers_sharing_a_subscription_all_wake(ringgen_factory) -> Non
 
             for _ in range(2):
                 tg.start_soon(receiver)
-            await wait_until(lambda: sub._waiter is not None)  # both parked
+            await wait_until(  # both parked
+                lambda: sub._queue.statistics().tasks_waiting_receive == 2)
             await anyio.sleep(0.01)
             gen.produce(2)
         assert sorted(got) == [0, 1]
@@ -195,7 +197,7 @@ async def test_closing_a_subscription_wakes_its_receiver(ringgen_factory) -> Non
                     caught.append(exc)
 
             tg.start_soon(blocked)
-            await wait_until(lambda: sub._waiter is not None)  # parked in receive()
+            await wait_until(lambda: sub._queue.statistics().tasks_waiting_receive == 1)  # parked
             sub.close()
         assert len(caught) == 1
         sub.close()  # idempotent

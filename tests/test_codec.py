@@ -12,7 +12,8 @@ import msgspec
 import pytest
 
 import aioringbuf
-from aioringbuf import S8, S16, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail, layout_of
+from aioringbuf import S8, S16, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail
+from aioringbuf.types import layout_of
 
 
 class Mixed(Event):
@@ -46,21 +47,21 @@ def test_tail_starts_right_after_the_fixed_fields() -> None:
 
 def test_decode_fixed_record() -> None:
     raw = struct.pack("<B7xQH3s3x", 200, 2**64 - 1, 513, b"ok\0")
-    assert aioringbuf.decode(Mixed, raw) == Mixed(200, 2**64 - 1, 513, "ok")
+    assert aioringbuf.types.decode(Mixed, raw) == Mixed(200, 2**64 - 1, 513, "ok")
 
 
 def test_cstr_stops_at_nul_and_survives_invalid_utf8() -> None:
     raw = struct.pack("<B7xQH3s3x", 0, 0, 0, b"\xff\xfeZ")
-    ev = aioringbuf.decode(Mixed, raw)
+    ev = aioringbuf.types.decode(Mixed, raw)
     assert ev.name.encode("utf-8", "surrogateescape") == b"\xff\xfeZ"
     raw = struct.pack("<B7xQH3s3x", 0, 0, 0, b"a\0b")
-    assert aioringbuf.decode(Mixed, raw).name == "a"
+    assert aioringbuf.types.decode(Mixed, raw).name == "a"
 
 
 def test_tail_bytes_and_strings() -> None:
-    assert aioringbuf.decode(WithTail, struct.pack("<IH", 1, 3) + b"xyz").data == b"xyz"
-    assert aioringbuf.decode(WithTail, struct.pack("<IH", 1, 0)).data == b""
-    ev = aioringbuf.decode(Strings, b"\x03a\0\0b\xff\0")
+    assert aioringbuf.types.decode(WithTail, struct.pack("<IH", 1, 3) + b"xyz").data == b"xyz"
+    assert aioringbuf.types.decode(WithTail, struct.pack("<IH", 1, 0)).data == b""
+    ev = aioringbuf.types.decode(Strings, b"\x03a\0\0b\xff\0")
     assert ev.items[0] == "a" and ev.items[1] == "" and ev.items[2].startswith("b")
 
 
@@ -73,19 +74,19 @@ def test_arrays_signed_and_bytes() -> None:
 
     lay = layout_of(T)
     assert lay.offsets == {"s": 0, "h": 2, "arr": 4, "raw": 12} and lay.size == 16
-    ev = aioringbuf.decode(T, struct.pack("<bxhII2s2x", -1, -2, 7, 8, b"\0\1"))
+    ev = aioringbuf.types.decode(T, struct.pack("<bxhII2s2x", -1, -2, 7, 8, b"\0\1"))
     assert ev == T(-1, -2, (7, 8), b"\0\1")
 
 
 @pytest.mark.parametrize("size", [0, 23, 25, 64])
 def test_record_of_the_wrong_size_is_a_typed_error(size: int) -> None:
     with pytest.raises(aioringbuf.RecordSizeError, match=f"{size}-byte record"):
-        aioringbuf.decode(Mixed, bytes(size))
+        aioringbuf.types.decode(Mixed, bytes(size))
 
 
 def test_short_tail_record_is_a_typed_error() -> None:
     with pytest.raises(aioringbuf.RecordSizeError, match="shorter"):
-        aioringbuf.decode(WithTail, b"\0\0\0")
+        aioringbuf.types.decode(WithTail, b"\0\0\0")
 
 
 def test_bad_annotations_are_refused_with_a_hint() -> None:
@@ -119,7 +120,7 @@ class Rec(Event):
     seq: U64
     pid: U32
 
-print(aioringbuf.decode(Rec, (5).to_bytes(8, "little") + (7).to_bytes(8, "little")))
+print(aioringbuf.types.decode(Rec, (5).to_bytes(8, "little") + (7).to_bytes(8, "little")))
 """
 
 

@@ -50,29 +50,29 @@ TYPES = [Sample, Odd, Tiny, WithArray]
 
 
 def test_dtype_mirrors_the_c_layout() -> None:
-    dt = aioringbuf.dtype_of(WithArray)
+    dt = aioringbuf.types.dtype_of(WithArray)
     assert dt.names == ("flag", "counts", "total")
-    assert dt.itemsize == aioringbuf.layout_of(WithArray).size == 24
+    assert dt.itemsize == aioringbuf.types.layout_of(WithArray).size == 24
     assert [dt.fields[n][1] for n in dt.names] == [0, 4, 16]
     assert dt["counts"] == np.dtype(("<u4", (3,)))
     assert dt["total"] == np.dtype("<u8") and dt["flag"] == np.dtype("u1")
-    assert aioringbuf.dtype_of(Sample)["comm"] == np.dtype("S12")
-    assert aioringbuf.dtype_of(Odd)["tag"] == np.dtype("S5")
+    assert aioringbuf.types.dtype_of(Sample)["comm"] == np.dtype("S12")
+    assert aioringbuf.types.dtype_of(Odd)["tag"] == np.dtype("S5")
 
 
 def test_dtype_reads_a_c_struct() -> None:
     raw = struct.pack("<B3xIIIQ", 7, 1, 2, 3, 1 << 40)
-    row = np.frombuffer(raw, aioringbuf.dtype_of(WithArray))[0]
+    row = np.frombuffer(raw, aioringbuf.types.dtype_of(WithArray))[0]
     assert row["flag"] == 7 and list(row["counts"]) == [1, 2, 3] and row["total"] == 1 << 40
 
 
 def test_variable_size_types_cannot_be_columns() -> None:
     with pytest.raises(TypeError, match="no fixed size"):
-        aioringbuf.dtype_of(WithTail)
+        aioringbuf.types.dtype_of(WithTail)
     with pytest.raises(TypeError, match="raw bytes has no columns"):
         columns_for(None)
     with pytest.raises(TypeError):
-        aioringbuf.dtype_of(int)
+        aioringbuf.types.dtype_of(int)
 
 
 def test_without_numpy_the_error_says_what_to_install(monkeypatch) -> None:
@@ -83,18 +83,18 @@ def test_without_numpy_the_error_says_what_to_install(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy -> ImportError
     monkeypatch.setattr(_columns, "_dtypes", {})
     with pytest.raises(aioringbuf.MissingDependencyError, match=r"aioringbuf\[arrays\]"):
-        aioringbuf.dtype_of(Sample)
+        aioringbuf.types.dtype_of(Sample)
 
 
 def sample_bytes(tp: type, i: int) -> bytes:
-    size = aioringbuf.layout_of(tp).size
+    size = aioringbuf.types.layout_of(tp).size
     return bytes((i * 7 + j) & 0xFF for j in range(size))
 
 
 def rows_as_events(tp: type, arr) -> list:
     if arr is None:
         return []
-    assert arr.dtype == aioringbuf.dtype_of(tp)
+    assert arr.dtype == aioringbuf.types.dtype_of(tp)
     py = decoders_for(tp)[0]
     raw = arr.tobytes()
     size = arr.dtype.itemsize
@@ -153,7 +153,7 @@ record = st.one_of(
 def test_ring_take_matches_the_walk(tp, kinds, busy_at, start, budget, strict) -> None:
     start &= ~7
     ring = FakeRing(start)
-    size = aioringbuf.layout_of(tp).size
+    size = aioringbuf.types.layout_of(tp).size
     for i, (kind, n) in enumerate(kinds):
         if ring.prod - start + record_span(max(size, n)) > RING:
             break
@@ -257,7 +257,7 @@ perf_record = st.one_of(
 def test_perf_take_matches_the_walk(tp, kinds, start, budget, strict) -> None:
     start &= ~7
     ring = FakePerfRing(start)
-    size = aioringbuf.layout_of(tp).size
+    size = aioringbuf.types.layout_of(tp).size
     for i, (kind, n) in enumerate(kinds):
         if ring.head - start + 24 + max(size, n) > PERF:
             break
@@ -282,7 +282,7 @@ def test_perf_take_matches_the_walk(tp, kinds, start, budget, strict) -> None:
 @pytest.mark.parametrize("tp", TYPES)
 def test_from_events_round_trips(tp) -> None:
     py = decoders_for(tp)[0]
-    size = aioringbuf.layout_of(tp).size
+    size = aioringbuf.types.layout_of(tp).size
     events = [py(sample_bytes(tp, i), 0, size) for i in range(5)]
     arr = columns_for(tp).from_events(events)
     assert rows_as_events(tp, arr) == events

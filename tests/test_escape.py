@@ -1,4 +1,4 @@
-"""aioringbuf.terminal: nothing a traced process chooses reaches a terminal as a control."""
+"""aioringbuf.exec.terminal: nothing a traced process chooses reaches a terminal as a control."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aioringbuf import printable, terminal
+from aioringbuf.exec import printable, terminal
 
 
 def test_controls_become_visible_escapes() -> None:

@@ -390,7 +390,7 @@ def record(fn: bytes, args: list[bytes], *, argc: int | None = None, flags: int 
 
 
 def test_decoder_round_trip_and_size_checks() -> None:
-    ev = aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x", b"", b"\xff"], flags=1))
+    ev = aioringbuf.types.decode(ExecEvent, record(b"/bin/x\0", [b"x", b"", b"\xff"], flags=1))
     assert (ev.ts_ns, ev.cgroup_id, ev.pid, ev.tid, ev.ppid, ev.uid, ev.gid) == (1, 2, 3, 4, 5,
                                                                                    6, 7)
     assert (ev.ret, ev.comm, ev.filename, ev.argv) == (-2, "comm", "/bin/x", ["x", "", "\udcff"])
@@ -399,25 +399,25 @@ def test_decoder_round_trip_and_size_checks() -> None:
     assert ev.dev == os.makedev(8, 1) and ev.argc == 3
     assert not (ev.compat or ev.memfd or ev.deleted) and ev.entry_seen
     flags = 8 | 16 | 32 | 64
-    ev = aioringbuf.decode(ExecEvent, record(b"memfd:x\0", [b"a"], argc=7, flags=flags, ret=0,
+    ev = aioringbuf.types.decode(ExecEvent, record(b"memfd:x\0", [b"a"], argc=7, flags=flags, ret=0,
                                              loginuid=1000))
     assert ev.compat and ev.deleted and ev.memfd and not ev.entry_seen
     assert ev.argc == 7 and ev.args_truncated  # a success keeps fewer than argc: cut
     assert ev.loginuid == 1000
-    empty = aioringbuf.decode(ExecEvent, record(b"", []))
+    empty = aioringbuf.types.decode(ExecEvent, record(b"", []))
     assert (empty.filename, empty.argv) == ("", [])
     with pytest.raises(aioringbuf.RecordSizeError):
-        aioringbuf.decode(ExecEvent, b"\0" * (HEADER_SIZE - 1))
+        aioringbuf.types.decode(ExecEvent, b"\0" * (HEADER_SIZE - 1))
     with pytest.raises(aioringbuf.RecordSizeError):
-        aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"]) + b"\0")
+        aioringbuf.types.decode(ExecEvent, record(b"/bin/x\0", [b"x"]) + b"\0")
     with pytest.raises(aioringbuf.DecodeError):
-        aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"], argc=2))
+        aioringbuf.types.decode(ExecEvent, record(b"/bin/x\0", [b"x"], argc=2))
     with pytest.raises(aioringbuf.DecodeError, match="kind"):
-        aioringbuf.decode(ExecEvent, record(b"/bin/x\0", [b"x"], kind=2))
+        aioringbuf.types.decode(ExecEvent, record(b"/bin/x\0", [b"x"], kind=2))
     bad = bytearray(record(b"/bin/x\0", [b"x"], ret=0))
     bad[-1] = ord("y")  # the argv area does not end with a NUL
     with pytest.raises(aioringbuf.DecodeError):
-        aioringbuf.decode(ExecEvent, bytes(bad))
+        aioringbuf.types.decode(ExecEvent, bytes(bad))
 
 
 async def test_close_counts_what_the_ring_still_held(kernel, anyio_backend, cgroup_root):

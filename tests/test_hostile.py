@@ -43,16 +43,16 @@ class Text(Event):
 @given(record=st.binary(max_size=200), kind=st.sampled_from([Header, Argv, Text, None]))
 def test_decoder_returns_an_event_or_a_decode_error(record: bytes, kind) -> None:
     try:
-        ev = aioringbuf.decode(kind, record)
+        ev = aioringbuf.types.decode(kind, record)
     except aioringbuf.DecodeError:
         if kind is Header:
-            assert len(record) != aioringbuf.layout_of(Header).size
+            assert len(record) != aioringbuf.types.layout_of(Header).size
         return
     if kind is None:
         assert ev == record
     else:
         assert isinstance(ev, kind)
-        assert aioringbuf.decode(kind, record) == ev  # deterministic
+        assert aioringbuf.types.decode(kind, record) == ev  # deterministic
 
 
 

@@ -50,7 +50,7 @@ class LayoutTail(Event):
 
 
 def test_offsets_match_the_comments_in_layout_h() -> None:
-    lay = aioringbuf.layout_of(LayoutSample)
+    lay = aioringbuf.types.layout_of(LayoutSample)
     assert lay.offsets == {
         "u8": 0, "u16": 2, "u32": 4, "u64": 8, "s8": 16, "s64": 24, "s16": 32,
         "s32": 36, "name": 40, "raw": 45, "arr": 48, "last": 60,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 import aioringbuf
-from aioringbuf._elf import MAX_ENTRIES, MAX_RING_SIZE, BpfElf
+from aioringbuf._elf import BpfElf
+from aioringbuf._ringmap import MAX_ENTRIES, MAX_RING_SIZE
 from aioringbuf._exec import EXEC_OBJECT
 
 

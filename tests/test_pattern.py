@@ -1,4 +1,4 @@
-"""aioringbuf.Pattern: RE2 for patterns and texts that strangers choose.
+"""aioringbuf.exec.Pattern: RE2 for patterns and texts that strangers choose.
 
 The texts are the ones of issue #12: ``(a+)+$`` against 26 ``a`` and a
 ``!`` (any user can exec that argv[0]), and ``(.|.|.|.|.|.|.|.)*X``
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioringbuf import ExecFilter, Pattern, PatternError
+from aioringbuf.exec import ExecFilter, Pattern, PatternError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HOSTILE = [
@@ -41,7 +41,7 @@ def run_child(code: str, timeout: float = 20, **env: str) -> subprocess.Complete
 @pytest.mark.parametrize(("pattern", "text"), HOSTILE)
 def test_catastrophic_patterns_finish_at_once(pattern: str, text: str) -> None:
     """In a child, so that a backtracking engine is a TimeoutExpired, not a hung suite."""
-    code = (f"from aioringbuf import Pattern\n"
+    code = (f"from aioringbuf.exec import Pattern\n"
             f"print(Pattern({pattern!r}).search({text!r} * 10))\n")
     proc = run_child(code, timeout=20)
     assert proc.returncode == 0, proc.stderr
@@ -108,7 +108,7 @@ WITHOUT_RE2 = """
 import sys
 sys.modules["re2"] = None  # as if google-re2 were not installed
 import aioringbuf
-from aioringbuf import Pattern
+from aioringbuf.exec import Pattern
 p = Pattern("sshd")
 print(p.engine, p.search("/usr/sbin/sshd"), p.search("ssh"))
 try:

@@ -92,7 +92,7 @@ def test_custom_patterns_run_on_re2() -> None:
     import aioringbuf
 
     redact = _load("redact")
-    custom = redact.Redactor([aioringbuf.Pattern(r"pin (\d+)"), re.compile(r"sk-\w+")],
+    custom = redact.Redactor([aioringbuf.exec.Pattern(r"pin (\d+)"), re.compile(r"sk-\w+")],
                              defaults=False)
     assert custom(["a", "pin 4711", "sk-123", "--password", "x"]) == \
         ["a", "pin ***", "***", "--password", "x"]

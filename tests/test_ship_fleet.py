@@ -14,8 +14,8 @@ from natsserver import NATS_SERVER, nats_server
 from pinning import cleanup, new_pin_dir
 from shipping import marked
 
-from aioringbuf import fleet_events, printable
 from aioringbuf._ship import ShipOptions, Shipper
+from aioringbuf.exec import fleet_events, printable
 
 nats = pytest.importorskip("nats")
 prometheus_client = pytest.importorskip("prometheus_client")

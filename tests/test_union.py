@@ -29,20 +29,20 @@ class Close(Event):
 
 def test_each_record_decodes_as_its_tags_type() -> None:
     both = tagged(Open, Close)
-    opened = aioringbuf.decode(both, struct.pack("<II8s", 1, 3, b"/etc\0"))
-    closed = aioringbuf.decode(both, struct.pack("<IIQ", 7, 3, 99))
+    opened = aioringbuf.types.decode(both, struct.pack("<II8s", 1, 3, b"/etc\0"))
+    closed = aioringbuf.types.decode(both, struct.pack("<IIQ", 7, 3, 99))
     assert opened == Open(1, 3, "/etc") and closed == Close(7, 3, 99)
     with pytest.raises(aioringbuf.DecodeError, match=r"tag 2 is none of Open \| Close"):
-        aioringbuf.decode(both, struct.pack("<IIQ", 2, 3, 99))
+        aioringbuf.types.decode(both, struct.pack("<IIQ", 2, 3, 99))
     with pytest.raises(aioringbuf.RecordSizeError):
-        aioringbuf.decode(both, b"\1\0")
+        aioringbuf.types.decode(both, b"\1\0")
     with pytest.raises(aioringbuf.RecordSizeError):  # the member type's own size check
-        aioringbuf.decode(both, struct.pack("<II", 7, 3))
+        aioringbuf.types.decode(both, struct.pack("<II", 7, 3))
 
 
 def test_custom_decoders_mix_with_compiled_ones() -> None:
     raw = struct.pack("<IIQQQIIIiI16s4x", 2, 1, 5, 6, 7, 8, 9, 10, 3, 0, b"sleep")
-    ev = aioringbuf.decode(tagged(ExecEvent, ExitEvent), raw)
+    ev = aioringbuf.types.decode(tagged(ExecEvent, ExitEvent), raw)
     assert isinstance(ev, ExitEvent) and (ev.pid, ev.exit_code, ev.comm) == (8, 3, "sleep")
     assert ev.since_exec
 

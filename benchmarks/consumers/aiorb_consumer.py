@@ -2,7 +2,9 @@
 
 Extra arguments: ``iter``, ``batch`` or ``arrays`` (``async for ev in
 stream``, ``async for batch in stream.batches()`` or ``async for arr in
-stream.arrays()``, numpy columns); ``idle`` reads nothing: the
+stream.arrays()``, numpy columns; ``exec``: ``async for ev in stream``
+over the stream type exec_events() returns, opened on the same ring);
+``idle`` reads nothing: the
 producer-alone baseline, with MODE drain), then the anyio backend
 (asyncio, uvloop or trio). AIORINGBUF_PURE=1 in the environment runs the
 pure-Python path.
@@ -19,6 +21,9 @@ import common
 
 import aioringbuf
 from aioringbuf import U32, U64, CStr, Event, Tail, _fast, _syscall
+from aioringbuf._source import open_ring
+from aioringbuf.exec import DEFAULT_RING_SIZE, ExecEvents
+from aioringbuf.types import BpfObject, StreamOptions
 
 OBJECT = os.environ["BENCH_OBJECT"]
 
@@ -94,7 +99,23 @@ async def consume_arrays(stream, mode: str, target: int, lat: list[int]) -> None
             pass
 
 
-CONSUME = {"iter": consume_iter, "batch": consume_batches, "arrays": consume_arrays}
+CONSUME = {"iter": consume_iter, "exec": consume_iter, "batch": consume_batches,
+           "arrays": consume_arrays}
+
+
+class ExecStream(ExecEvents):
+    """exec_events()'s own stream type, on the benchmark's ring instead of exec.bpf.o:
+    the same class, cursor and drain as ``async for ev in exec_events()``."""
+
+    def __init__(self, obj: BpfObject) -> None:
+        super().__init__(DEFAULT_RING_SIZE, {}, BenchRec, StreamOptions())
+        self._bench = obj
+
+    async def _open_source(self):  # type: ignore[no-untyped-def]
+        drops = self._bench.map_fd("ring_drops") if "ring_drops" in self._bench.map_names else None
+        source = open_ring(self._bench.map_fd("ring"), BenchRec, drops)
+        self._attach(source)
+        return source
 
 
 async def main(args: common.Args) -> None:
@@ -107,6 +128,8 @@ async def main(args: common.Args) -> None:
         _syscall.map_update(ctl, common.TARGET, args.pid.to_bytes(8, "little"))
         if kind == "perf":
             stream = obj.perf_buffer("perf", BenchRec, per_cpu_size=args.size)
+        elif style == "exec":
+            stream = ExecStream(obj)
         elif kind == "ring-exec":
             stream = obj.ring_buffer("ring", BenchExec)
         elif kind == "ring-adaptive":
@@ -118,7 +141,7 @@ async def main(args: common.Args) -> None:
             return int.from_bytes(_syscall.map_lookup(ctl, common.PRODUCED, 8), "little")
 
         if style == "arrays":
-            aioringbuf.dtype_of(BenchRec)  # imports numpy now, not on the clock
+            aioringbuf.types.dtype_of(BenchRec)  # imports numpy now, not on the clock
         async with stream:
             common.ready()
             if style == "idle":

@@ -238,11 +238,11 @@ class _NotErrorsOfOurs(logging.Filter):
         return record.getMessage() not in self.QUIET
 
 
-def _regex(text: str) -> aioringbuf.Pattern:
+def _regex(text: str) -> aioringbuf.exec.Pattern:
     """An RE2 pattern: it runs on every argv, which anyone on the machine chooses."""
     try:
-        return aioringbuf.Pattern(text)
-    except (aioringbuf.PatternError, aioringbuf.MissingDependencyError) as exc:
+        return aioringbuf.exec.Pattern(text)
+    except (aioringbuf.exec.PatternError, aioringbuf.MissingDependencyError) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -307,7 +307,7 @@ def _say(message: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        aioringbuf.check_privileges()
+        aioringbuf.types.check_privileges()
     except aioringbuf.NotPrivilegedError as exc:
         _say(exc)
         return EXIT_NOPERM

@@ -20,14 +20,8 @@ from typing import Any
 import msgspec
 from redact import Redactor
 
-from aioringbuf import (
-    ExecEvent,
-    ExecFilter,
-    MissingDependencyError,
-    Pattern,
-    PatternError,
-    printable,
-)
+from aioringbuf import MissingDependencyError
+from aioringbuf.exec import ExecEvent, ExecFilter, Pattern, PatternError, printable
 
 
 def filter_from_query(query: Any) -> ExecFilter | None:

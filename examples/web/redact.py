@@ -89,7 +89,7 @@ class Redactor:
     """Masks secrets in an argv list: each match (or its first group) becomes ``***``.
 
     ``extra`` patterns need ``.sub(function, text)`` with ``re``'s match
-    objects: ``re.Pattern`` or ``aioringbuf.Pattern`` (RE2, for patterns
+    objects: ``re.Pattern`` or ``aioringbuf.exec.Pattern`` (RE2, for patterns
     from the command line: they run on strangers' argv).
     """
 

@@ -41,7 +41,8 @@ from events import EventEncoder, filter_from_query
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
-from aioringbuf import Broadcast, SlowSubscriberError, Subscription
+from aioringbuf import Broadcast, SlowSubscriberError
+from aioringbuf.types import Subscription
 
 HEARTBEAT = 15.0  # seconds of silence before a keepalive comment
 MAX_BATCH = 256  # events per write
