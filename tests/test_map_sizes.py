@@ -12,8 +12,8 @@ import pytest
 
 import aioringbuf
 from aioringbuf._elf import BpfElf
-from aioringbuf._ringmap import MAX_ENTRIES, MAX_RING_SIZE
 from aioringbuf._exec import EXEC_OBJECT
+from aioringbuf._ringmap import MAX_ENTRIES, MAX_RING_SIZE
 
 
 def elf() -> BpfElf:
