@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -91,8 +92,13 @@ def test_agent_killed_three_times_every_exec_exactly_once_in_order(pin_dir, agen
         assert len(keys) == len(set(keys))
         assert len({fe.seq for fe in events}) == len(events)
         assert agent.runs == 4 and "Traceback" not in agent.stderr()
+        log = agent.stderr()
+        waiting = re.findall(r"reattached to .* \((\d+) bytes waiting in the ring\)", log)
+        dups = re.findall(r"\((\d+) duplicates\)", log)
         print(f"crash test: {n} marked execs, kills at {kills}, {len(got)} in the stream, "
-              f"{len(set(got))} distinct, {len(events)} events of this host in all")
+              f"{len(set(got))} distinct, in order; {len(events)} events of this host in all; "
+              f"bytes left unacknowledged at each restart: {waiting}; duplicates JetStream "
+              f"reported to the last run: {dups}")
 
 
 @pytest.mark.timeout(180)
