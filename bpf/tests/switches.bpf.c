@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* One fixed-size record per context switch on the machine: the live stream
  * of examples/switch_histogram.py (columns straight from the ring). */
 #include "vmlinux.h"
@@ -33,4 +33,4 @@ int on_switch(struct trace_event_raw_sched_switch *ctx)
 	return 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
