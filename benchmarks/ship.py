@@ -13,7 +13,8 @@ in interleaved rounds:
 and reports events/s of each and agent/bare (target: >= 70%). The records
 are real exec records: one is captured from a real exec through the exec
 programs, then BPF_PROG_TEST_RUN of tests' ringgen.bpf.o copies it into
-the ring N times (its first u64, ts_ns, becomes the sequence number).
+the ring N times (its first 8 bytes become ringgen's sequence number, and
+are put back before decoding: see RinggenExec).
 
 latency: real execs (``/bin/true``) at a fixed rate through the pinned exec
 programs and a running Shipper; exec (the event's wall time) -> the
@@ -53,6 +54,28 @@ from aioringbuf._ship import ShipOptions, Shipper, envelope  # noqa: E402
 RINGGEN = ROOT / "tests" / "bpf" / "ringgen.bpf.o"
 
 
+class RinggenExec:
+    """ExecEvent's decoder for ringgen's copies of one exec record.
+
+    ringgen writes its sequence number over the record's first 8 bytes
+    (struct exec_event's kind and flags): they are put back on a copy of the
+    record before ExecEvent's own decoder runs (one extra copy per record).
+    """
+
+    prefix = b""
+
+    @classmethod
+    def __aioringbuf_decoder__(cls):
+        decode = ExecEvent.__aioringbuf_decoder__()
+        prefix = cls.prefix
+
+        def restore(buf, off: int, n: int) -> ExecEvent:
+            rec = bytearray(buf[off:off + n])
+            rec[:8] = prefix
+            return decode(rec, 0, n)
+        return restore
+
+
 def capture_exec_record(pin_dir: str) -> bytes:
     """The raw bytes of one real exec record (from the pinned programs' ring)."""
     p = open_pinned(pin_dir, 1 << 20)
@@ -74,7 +97,8 @@ def capture_exec_record(pin_dir: str) -> bytes:
 
 async def agent_round(url: str, gen: Generator, obj, n: int, window: int, stream: str) -> dict:
     """Fill the ring with n records, then time the Shipper draining them to JetStream."""
-    ring = AckedRing(obj.map_fd("events"), ExecEvent, drop_counter_fd=obj.map_fd("events_drops"),
+    ring = AckedRing(obj.map_fd("events"), RinggenExec,
+                     drop_counter_fd=obj.map_fd("events_drops"),
                      budget=min(1024, window))
     shipper = Shipper(ShipOptions([url], stream=stream, host="bench", window=window,
                                   pin_dir="/nonexistent"), say=lambda _: None)
@@ -194,6 +218,7 @@ def main() -> None:
         server.start()
         try:
             record = capture_exec_record(pin_dir)
+            RinggenExec.prefix = record[:8]
             rows = run_rounds(server.url, record, args)
             asyncio.run(fresh_stream(server.url, "BENCH", make=False))
             lat = asyncio.run(latency_run(server.url, pin_dir, args.rate, args.seconds))
@@ -206,7 +231,7 @@ def main() -> None:
 async def peek(obj, n: int) -> list[tuple[str, bytes]]:
     """The agent's envelopes of the ring's records, without acking (the ring stays full)."""
     out: list[tuple[str, bytes]] = []
-    async with AckedRing(obj.map_fd("events"), ExecEvent) as ring:
+    async with AckedRing(obj.map_fd("events"), RinggenExec) as ring:
         while len(out) < n:
             for rec in await ring.batch():
                 out.append((rec.key + "-bare", envelope("bench", rec.key, rec.event)[0]))
