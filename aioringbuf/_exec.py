@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import anyio
+import msgspec
 
 from . import _syscall
 from ._cgroup import CgroupPaths, cgroup_of
@@ -436,7 +437,7 @@ class ExecEvents(RawStream[Any]):
                 "exec_events() has not loaded yet: stats exist after `async with` "
                 "or the first event"
             )
-        return super().stats()
+        return msgspec.structs.replace(super().stats(), unread=self.unread())
 
     def enter_drops(self) -> int | None:
         """Attempts lost at entry (in-flight table full); None before loading."""

@@ -15,6 +15,13 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     drop_* stream when it closed), ``decode_errors`` or ``discarded`` (the
     program called bpf_ringbuf_discard), or is still waiting: in the ring
     (``avail_bytes``) or in the queue (``queue_len``).
+
+    ``unread`` is filled by ``exec_events()`` streams, whose ring dies with
+    them: the records the ring accepted that are in no other bucket, still
+    in the ring while the stream is open, and left behind by a shutdown
+    that could not drain them in time after it closed. Other streams leave
+    it None: their undelivered records stay in the ring for its next
+    consumer.
     """
 
     delivered: int
@@ -29,3 +36,4 @@ class StreamStats(msgspec.Struct, frozen=True, kw_only=True):
     avail_bytes: int
     consumer_pos: int
     producer_pos: int
+    unread: int | None = None

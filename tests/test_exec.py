@@ -438,3 +438,4 @@ async def test_close_counts_what_the_ring_still_held(kernel, anyio_backend, cgro
     assert len(got) == 10 and st.delivered >= 10 and unread > 0
     assert st.delivered + st.kernel_drops + st.queue_drops + st.decode_errors + unread == attempts
     assert events.written() == attempts - st.kernel_drops
+    assert st.unread == unread  # the same bucket, in stats()
