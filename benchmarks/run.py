@@ -66,7 +66,7 @@ def build() -> None:
     BUILD.mkdir(exist_ok=True)
     sh(["make", "-s", "-C", str(ROOT / "bpf")])  # vmlinux.h, and the package's own objects
     sh(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror",
-        f"-I{ROOT / 'bpf/build'}", f"-I{ROOT / 'bpf/include'}", f"-I{HERE / 'bpf'}",
+        f"-I{ROOT / 'bpf/build'}", f"-I{ROOT / 'aioringbuf/include'}", f"-I{HERE / 'bpf'}",
         "-c", str(HERE / "bpf/bench.bpf.c"), "-o", str(OBJECT)])
     sh(["llvm-strip", "-g", str(OBJECT)])
     sh(["gcc", "-O2", "-Wall", "-o", str(BUILD / "producer"), str(HERE / "c/producer.c")])
