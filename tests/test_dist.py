@@ -80,7 +80,7 @@ def test_sdist_holds_every_source_and_no_build_product(dists, unpacked_sdist) ->
     assert missing == set(), "the sdist lacks files of the checkout"
     for must in ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in", *LICENCE_FILES,
                  "bpf/Makefile", "bpf/exec.bpf.c", "aioringbuf/include/aioringbuf.bpf.h",
-                 "aioringbuf/_bpf/exec.bpf.o", "aioringbuf/_fastring.c", "tests/conftest.py",
+                 "aioringbuf/_bpf/exec.bpf.o", "aioringbuf/_c/module.c", "tests/conftest.py",
                  "examples/web/app.py"]:
         assert must in names, must
     assert [n for n in names if BUILD_PRODUCTS.search(n)] == []
