@@ -39,6 +39,12 @@ VENV=${VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+# The venv first on PATH: pylibbpf's sdist (3.10) builds with CMake, which
+# takes the first python3 on PATH, and would otherwise build the module for
+# another Python (pylibbpf.cpython-311-*.so in a 3.10 venv: ImportError).
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -e ".[test]"
+"$VENV/bin/python" -c "import pylibbpf" || {
+    echo "setup: pylibbpf does not import in $VENV (rm -r $VENV and run again)" >&2; exit 1; }
 
 make -s -C bpf
