@@ -41,6 +41,7 @@ from ._cli_common import (
     filter_from_args,
     format_json,
     format_row,
+    json_schema,
 )
 from ._errors import AioRingBufError, MissingDependencyError, NotPrivilegedError
 from ._escape import terminal
@@ -134,10 +135,14 @@ Control characters, DEL, C1 and format characters, and bytes that are not
 UTF-8 are shown as escapes (\\x1b, \\n, \\u0085, \\xff): nothing a traced
 process chooses reaches the terminal as a control.
 
---json prints one object per line with every field of aioringbuf.ExecEvent
-plus "time" (ISO 8601, UTC). Bytes that are not UTF-8 cannot appear in JSON:
-in JSON strings they are written as backslash escapes, e.g. the byte 0xff
-as \\xff; other characters are exact (JSON escapes controls itself).
+--json prints one object per line: msgspec.json.encode(event), every field
+of aioringbuf.ExecEvent (times in nanoseconds: ts_ns on CLOCK_MONOTONIC,
+realtime_ns since the epoch), which msgspec.json.decode(line,
+type=ExecEvent) turns back into the same event. Each byte that is not UTF-8
+is the character U+10FF00 + byte (the byte 0xff is U+10FFFF), so a real
+backslash stays a backslash; aioringbuf.exec.kernel_bytes(s) gives the bytes
+back. --json-schema prints the JSON Schema of these objects. With --exits,
+exits are {"event": "exit", ...} objects.
 
 --name takes an RE2 pattern (google-re2, pip install 'aioringbuf[re2]'):
 matching takes time linear in the text whatever the pattern, so no argv
@@ -163,8 +168,9 @@ def add_exec_command(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per line instead of a table "
-                        "(non-UTF-8 bytes as backslash escapes)")
+                   help="one JSON object per line instead of a table (lossless: see below)")
+    p.add_argument("--json-schema", action="store_true",
+                   help="print the JSON Schema of --json's objects and exit")
     p.add_argument("--pid", type=int, action="append", metavar="PID",
                    help="only execs by process PID (repeatable)")
     p.add_argument("--ppid", type=int, action="append", metavar="PPID",
@@ -256,6 +262,9 @@ class ExecRun:
 
 def run_exec(args: argparse.Namespace) -> int:
     """Run `aioringbuf exec` on the chosen backend; returns the exit status."""
+    if args.json_schema:
+        print(json_schema())
+        return EXIT_OK
     if args.source:
         from ._ship_cli import run_fleet_exec
 

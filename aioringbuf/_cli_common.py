@@ -8,7 +8,6 @@ Its own module so that the subcommands (``_cli``'s exec, ``_exporter``,
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shlex
 import signal
@@ -76,12 +75,13 @@ _json = msgspec.json.Encoder()
 
 
 def format_json(ev: ExecEvent) -> str:
-    """One JSON object: every field, strings made valid UTF-8, plus "time"."""
-    wall = ev.wall_time_ns
-    when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-    record = _valid_utf8(msgspec.structs.asdict(ev))
-    doc = {"time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z", **record}
-    return _json.encode(doc).decode()
+    """The event's one JSON form, lossless (ExecEvent's text is valid Unicode)."""
+    return _json.encode(ev).decode()
+
+
+def json_schema() -> str:
+    """The JSON Schema of :func:`format_json`'s objects."""
+    return msgspec.json.format(msgspec.json.encode(msgspec.json.schema(ExecEvent))).decode()
 
 
 def _valid_utf8(record: dict[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,24 @@ UTF-8), since a JSON encoder escapes control characters itself.
 
 from __future__ import annotations
 
+from ._kerneltext import BASE as ESCAPE_BASE
+from ._kerneltext import FIRST as ESCAPE_FIRST
+from ._kerneltext import LAST as ESCAPE_LAST
+from ._kerneltext import has_escapes, kernel_bytes
+
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
 
 
 def printable(s: str) -> str:
-    """A surrogate-escaped str (non-UTF-8 kernel bytes) as valid UTF-8 text.
-
-    The original bytes are written as backslash escapes (0xff -> ``\\xff``),
-    the only way they can go into JSON or a UTF-8 terminal. Everything else
-    is unchanged: use :func:`terminal` for text that goes to a terminal.
+    """Kernel text with its non-UTF-8 bytes shown as backslash escapes (0xff ->
+    ``\\xff``), whether they are held as U+10FF80..U+10FFFF (exec events, see
+    :func:`aioringbuf.exec.kernel_text`) or as lone surrogates (``surrogateescape``,
+    other events). A display form: ``"caf\\xe9"`` and a real backslash look
+    alike, so JSON carries the lossless text itself. Everything else is
+    unchanged: use :func:`terminal` for text that goes to a terminal.
     """
+    if has_escapes(s):
+        s = kernel_bytes(s).decode("utf-8", "surrogateescape")
     try:
         s.encode("utf-8")
         return s
@@ -34,6 +42,8 @@ def _escape_char(c: str) -> str:
     code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
         return f"\\x{code - 0xDC00:02x}"
+    if ESCAPE_FIRST <= code <= ESCAPE_LAST:  # the same, as kernel_text holds it
+        return f"\\x{code - ESCAPE_BASE:02x}"
     if code < 0x80:  # C0 controls and DEL
         return f"\\x{code:02x}"
     if code <= 0xFFFF:  # C1 controls, bidi and zero-width format characters, ...

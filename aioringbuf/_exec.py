@@ -34,6 +34,7 @@ from . import _syscall
 from ._cgroup import CgroupPaths, cgroup_of
 from ._codec import S32, U32, U64, CStr, Event
 from ._errors import DecodeError, RecordSizeError
+from ._kerneltext import kernel_text
 from ._loader import BpfObject, load
 from ._options import StreamOptions
 from ._pattern import Pattern
@@ -91,8 +92,8 @@ _REALTIME_OFFSET_NS = _realtime_offset_ns()
 
 
 def _text(raw: bytes) -> str:
-    """Kernel bytes as str; non-UTF-8 bytes survive as lone surrogates."""
-    return raw.decode("utf-8", "surrogateescape")
+    """Kernel bytes as str; see ExecEvent's note on text."""
+    return kernel_text(raw)
 
 
 class ExecEvent(Event):
@@ -128,10 +129,16 @@ class ExecEvent(Event):
     it (None outside containers); ``mntns``/``pidns`` are namespace inode
     numbers, as in ``/proc/PID/ns/``.
 
-    Strings are decoded from UTF-8 with ``surrogateescape``: names that are
-    not valid UTF-8 keep their exact bytes
-    (``s.encode("utf-8", "surrogateescape")``), but cannot be JSON-encoded
-    as they are.
+    ``realtime_ns`` is ``ts_ns`` on CLOCK_REALTIME (nanoseconds since the
+    Unix epoch), set when the record is decoded.
+
+    Text (``comm``, ``pcomm``, ``filename``, ``argv``, ``cgroup``) is UTF-8
+    decoded; each byte that is not UTF-8 is held as the code point
+    U+10FF00 + byte (:func:`aioringbuf.exec.kernel_text`), so every event is
+    valid Unicode: ``msgspec.json.encode(ev)`` always works and
+    ``msgspec.json.decode(data, type=ExecEvent) == ev``.
+    ``aioringbuf.exec.kernel_bytes(ev.filename)`` gives the kernel's exact bytes
+    (``os.fsdecode`` of those, the ``surrogateescape`` form, for ``open``).
     """
 
     __aioringbuf_tag__: ClassVar[int] = KIND_EXEC
@@ -165,11 +172,12 @@ class ExecEvent(Event):
     memfd: bool = False
     compat: bool = False
     entry_seen: bool = True
+    realtime_ns: int = 0
 
     @property
     def wall_time_ns(self) -> int:
         """``ts_ns`` as nanoseconds since the Unix epoch (CLOCK_REALTIME)."""
-        return self.ts_ns + _REALTIME_OFFSET_NS
+        return self.realtime_ns or self.ts_ns + _REALTIME_OFFSET_NS
 
     @property
     def wall_time(self) -> datetime.datetime:
@@ -203,13 +211,15 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
     rest = bytes(buf[off + HEADER_SIZE : off + n])  # the one copy out of the ring
     # One decode for all of argv, then split: NUL is never part of a UTF-8
     # sequence, so this equals decoding each string (and is several times faster).
-    argv = rest[fn_len:].decode("utf-8", "surrogateescape").split("\0")
+    argv = kernel_text(rest[fn_len:]).split("\0")
     if argv[-1]:
         raise DecodeError(f"the {args_len}-byte argv area does not end with a NUL")
     del argv[-1]
     if ret < 0 and len(argv) != argc:
         raise DecodeError(f"the {args_len}-byte argv area does not hold {argc} strings")
     cgroup, container = _cgroups.lookup(cgroup_id)
+    if not cgroup.isascii():  # a file name: surrogateescape'd by os.readlink
+        cgroup = kernel_text(os.fsencode(cgroup))
     return ExecEvent(
         ts_ns,
         pid,
@@ -240,6 +250,7 @@ def _decode(buf: Any, off: int, n: int) -> ExecEvent:
         bool(flags & _F_MEMFD),
         bool(flags & _F_COMPAT),
         not flags & _F_NO_ENTRY,
+        ts_ns + _REALTIME_OFFSET_NS,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ._errors import AioRingBufError, MissingDependencyError
 from ._escape import printable
+from ._kerneltext import has_escapes
 
 MAX_PATTERN = 256  # characters: enough for any name filter, small enough to compile fast
 MAX_MEM = 8 << 20  # bytes RE2 may use for one compiled pattern (and its DFA cache)
@@ -45,9 +46,10 @@ def re2_available() -> bool:
 class Pattern:
     """A compiled pattern: ``search(text)`` says whether it occurs in ``text``.
 
-    Text that is not valid UTF-8 (lone surrogates from ``surrogateescape``)
-    is matched as :func:`~aioringbuf.printable` shows it: byte 0xff as the
-    four characters ``\\xff``.
+    Bytes that were not UTF-8 (as :func:`~aioringbuf.kernel_text` holds them,
+    or lone surrogates from ``surrogateescape``) are matched as
+    :func:`~aioringbuf.printable` shows them: byte 0xff as the four
+    characters ``\\xff``.
     """
 
     __slots__ = ("_literal", "_regex", "engine", "pattern")
@@ -80,6 +82,8 @@ class Pattern:
         """True if the pattern occurs anywhere in ``text`` (like ``re.search``)."""
         if self._literal is not None:
             return self._literal in printable(text)
+        if has_escapes(text):
+            text = printable(text)
         try:
             return self._regex.search(text) is not None
         except UnicodeEncodeError:  # lone surrogates: RE2 reads UTF-8 only
@@ -88,7 +92,8 @@ class Pattern:
     def sub(self, repl: Callable[[Any], str], text: str) -> str:
         """``text`` with each match replaced by ``repl(match)`` (a match object with
         ``re``'s methods: group, span, start, re.groups). Text that is not valid
-        UTF-8 comes back as :func:`~aioringbuf.printable` shows it."""
+        UTF-8 as lone surrogates comes back as :func:`~aioringbuf.printable`
+        shows it; :func:`~aioringbuf.kernel_text` escapes stay as they are."""
         try:
             return self._regex.sub(repl, text)
         except UnicodeEncodeError:

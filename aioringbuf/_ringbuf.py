@@ -24,7 +24,7 @@ class RingBuffer(RawStream[T]):
     a pinned map); it is duplicated, so the caller keeps ownership of its
     own fd. ``event_type`` is an :class:`aioringbuf.Event` subclass, or
     None for raw ``bytes``. ``drop_counter_fd`` is the ``<ring>_drops``
-    per-CPU map written by the BPF helpers in bpf/include/aioringbuf.bpf.h;
+    per-CPU map written by the BPF helpers in aioringbuf/include/aioringbuf.bpf.h;
     without it ``stats().kernel_drops`` is None (unknown).
 
     Records arrive in the order they were reserved, across all CPUs.

@@ -7,6 +7,10 @@ and the page agree on what matches and how hostile names are printed::
 
     from aioringbuf.exec import ExecFilter, Pattern, printable
 
+``kernel_text(raw)`` and ``kernel_bytes(text)`` convert between the
+kernel's bytes and ExecEvent's text, in which each byte that is not UTF-8
+is U+10FF00 + byte (the one lossless JSON form).
+
 ``fleet_events()`` reads what ``aioringbuf ship`` sent to NATS JetStream,
 as ``FleetEvent`` s.
 
@@ -18,8 +22,9 @@ as ``FleetEvent`` s.
 from ._escape import printable, terminal
 from ._exec import DEFAULT_RING_SIZE, ExecEvent, ExecEvents, ExecFilter, ExitEvent, exec_events
 from ._fleet import FleetEvent, fleet_events
+from ._kerneltext import kernel_bytes, kernel_text
 from ._pattern import Pattern, PatternError
 
 __all__ = ["DEFAULT_RING_SIZE", "ExecEvent", "ExecEvents", "ExecFilter", "ExitEvent",
            "exec_events", "printable", "terminal", "Pattern", "PatternError",
-           "FleetEvent", "fleet_events"]
+           "FleetEvent", "fleet_events", "kernel_text", "kernel_bytes"]

@@ -15,13 +15,15 @@ to the kernel only when acknowledged (``aioringbuf ship`` uses it).
 :func:`layout_of` shows an Event type's C layout, :func:`dtype_of` its
 numpy dtype (for ``stream.arrays()``), :func:`decode` decodes one record
 with it, e.g. in a test; :func:`tagged` makes one type of several tagged
-Event types that share a ring.
+Event types that share a ring. :func:`include_dir` is where the installed
+``aioringbuf.bpf.h`` is, for building your own BPF programs (clang ``-I``).
 """
 
 from ._acked import AckedRing, AckedStats, RingRecord
 from ._broadcast import BroadcastStats, Policy, SubscriberStats, Subscription
 from ._codec import Layout, decode, layout_of
 from ._columns import dtype_of
+from ._include import include_dir
 from ._loader import BpfObject, check_privileges
 from ._metrics import MetricsRegistration
 from ._options import Overflow, StreamKwargs, StreamOptions
@@ -37,5 +39,5 @@ __all__ = [
     "OverflowQueue", "QueuePolicy", "QueueStats",
     "Subscription", "SubscriberStats", "BroadcastStats", "Policy",
     "MetricsRegistration",
-    "Layout", "layout_of", "dtype_of", "decode", "tagged",
+    "Layout", "layout_of", "dtype_of", "decode", "tagged", "include_dir",
 ]

@@ -66,7 +66,7 @@ def build() -> None:
     BUILD.mkdir(exist_ok=True)
     sh(["make", "-s", "-C", str(ROOT / "bpf")])  # vmlinux.h, and the package's own objects
     sh(["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror",
-        f"-I{ROOT / 'bpf/build'}", f"-I{ROOT / 'bpf/include'}", f"-I{HERE / 'bpf'}",
+        f"-I{ROOT / 'bpf/build'}", f"-I{ROOT / 'aioringbuf/include'}", f"-I{HERE / 'bpf'}",
         "-c", str(HERE / "bpf/bench.bpf.c"), "-o", str(OBJECT)])
     sh(["llvm-strip", "-g", str(OBJECT)])
     sh(["gcc", "-O2", "-Wall", "-o", str(BUILD / "producer"), str(HERE / "c/producer.c")])
@@ -280,16 +280,53 @@ def median_run(runs: list[Row], key: str) -> Row:
     return row
 
 
+class Progress:
+    """Which row and round is running, and about how long the rest takes.
+
+    ``planned`` is the number of runs the whole benchmark will make (main()
+    adds each scenario's before it starts); the estimate is the mean time
+    of the runs so far times the runs left. Printed to stderr, one line per
+    run, so the tables on stdout stay clean.
+    """
+
+    def __init__(self) -> None:
+        self.planned = 0
+        self.done = 0
+        self.start = time.monotonic()
+
+    def begin(self, cell: Cell, rnd: int, times: int, row: int, rows: int) -> None:
+        elapsed = time.monotonic() - self.start
+        left = (elapsed / self.done * (self.planned - self.done)) if self.done else None
+        eta = f"about {fmt_duration(left)} left" if left is not None else "estimating"
+        name = cell.label or cell.consumer.name
+        print(f"[{self.done + 1}/{self.planned}] {cell.scenario}: round {rnd}/{times}, "
+              f"row {row}/{rows} {name}; {fmt_duration(elapsed)} elapsed, {eta}",
+              file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        self.done += 1
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+PROGRESS = Progress()
+
+
 def in_rounds(cells: list[Cell], key: str, times: int) -> list[Row]:
     """Run every cell ``times`` times, interleaved: round 1 runs each cell
     once, then round 2, ... A slow minute of this shared machine then falls
     on all rows of a round alike, and ratios between rows are taken within
     a round (see targets())."""
     runs: list[list[Row]] = [[] for _ in cells]
-    for _ in range(times):
-        for cell, out in zip(cells, runs, strict=True):
+    for rnd in range(1, times + 1):
+        for i, (cell, out) in enumerate(zip(cells, runs, strict=True), 1):
+            PROGRESS.begin(cell, rnd, times, i, len(cells))
             row = run_one(cell.scenario, cell.consumer, cell.kind, cell.mode,
                           list(cell.producer_args), cell.size)
+            PROGRESS.end()
             if cell.label:
                 row.consumer = cell.label
             out.append(row)
@@ -323,6 +360,17 @@ def latency(cs: list[Consumer], rates: list[int], seconds: float, times: int) ->
                                   for c in cs if c.streams], "p99", times)]
 
 
+_ADAPTIVE = "adaptive wakeups, flush_interval=5ms"
+WAKEUP_PLAN = [  # (consumer, ring kind, label) beside the producer's two rows alone
+    ("aioringbuf RingBuffer async for", "ring", "default wakeups"),
+    ("aioringbuf RingBuffer async for", "ring-adaptive", _ADAPTIVE),
+    ("aioringbuf RingBuffer batches()", "ring-adaptive", _ADAPTIVE),
+    ("aioringbuf RingBuffer arrays()", "ring-adaptive", _ADAPTIVE),
+    ("libbpf C ring_buffer__poll", "ring", "default wakeups"),
+    ("libbpf C ring_buffer__poll", "ring-adaptive", "adaptive wakeups, 5 ms poll timeout"),
+]
+
+
 def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
     """The producer alone, then with consumers (default and adaptive wakeups),
     in rounds: each round's consumers are compared with that round's alone."""
@@ -336,17 +384,8 @@ def wakeups(cs: list[Consumer], seconds: float, times: int) -> list[Row]:
              Cell("wakeups", alone, "ring-adaptive", "drain", spin, 512 << 20,
                   "producer alone, adaptive submit (what its helper calls cost)")]
     by_name = {c.name: c for c in cs}
-    adaptive = "adaptive wakeups, flush_interval=5ms"
-    plan = [
-        ("aioringbuf RingBuffer async for", "ring", "default wakeups"),
-        ("aioringbuf RingBuffer async for", "ring-adaptive", adaptive),
-        ("aioringbuf RingBuffer batches()", "ring-adaptive", adaptive),
-        ("aioringbuf RingBuffer arrays()", "ring-adaptive", adaptive),
-        ("libbpf C ring_buffer__poll", "ring", "default wakeups"),
-        ("libbpf C ring_buffer__poll", "ring-adaptive", "adaptive wakeups, 5 ms poll timeout"),
-    ]
     cells += [Cell("wakeups", by_name[name], kind, "live", spin, RING_SIZE, f"{name} ({label})")
-              for name, kind, label in plan if name in by_name]
+              for name, kind, label in WAKEUP_PLAN if name in by_name]
     rows = in_rounds(cells, "producer_rate", times)
     rows[0].kernel_drops = rows[1].kernel_drops = 0  # nobody read: not drops
     alone_by_round = rows[0].extra["producer_rate_by_round"]
@@ -552,7 +591,9 @@ def chart(rows: list[Row], path: Path) -> str | None:
         (axes[1], "live", "events_per_s", "live: events/s delivered (higher is better)", False),
     ]:
         pick = [r for r in ok if r.scenario == scen]
-        ax.barh([r.consumer for r in pick], [getattr(r, key) for r in pick], color="#4878a8")
+        values = [getattr(r, key) for r in pick]
+        ax.barh([r.consumer for r in pick], values, color="#4878a8",
+                xerr=error_bars(pick, key, values), capsize=3, ecolor="#222222")
         ax.set_title(label)
         if log:
             ax.set_xscale("log")
@@ -562,24 +603,43 @@ def chart(rows: list[Row], path: Path) -> str | None:
     names = list(dict.fromkeys(r.consumer for r in lat))
     rates = sorted({r.scenario for r in lat}, key=lambda s: int(s.split()[1][:-3]))
     for name in names:
-        ys = [next((r.lat_us[1] for r in lat if r.consumer == name and r.scenario == s), None)
-              for s in rates]
-        axes[2].plot([s.split()[1] for s in rates], ys, marker="o", label=name)
+        mine = [next((r for r in lat if r.consumer == name and r.scenario == s), None)
+                for s in rates]
+        xs = [s.split()[1] for s, r in zip(rates, mine, strict=True) if r]
+        mine = [r for r in mine if r]
+        ys = [r.lat_us[1] for r in mine]
+        axes[2].errorbar(xs, ys, yerr=error_bars(mine, "p99", ys), marker="o", capsize=3,
+                         label=name)
     axes[2].set_yscale("log")
     axes[2].set_title("p99 latency, us (lower is better)")
     if names:
         axes[2].legend(fontsize=7)
     wake = [r for r in ok if r.scenario == "wakeups"]
-    axes[3].barh([r.consumer for r in wake],
-                 [100 * float(r.extra.get("producer_vs_alone", 0)) for r in wake],  # type: ignore[arg-type]
-                 color="#6a9f58")
+    pct = [100 * float(r.extra.get("producer_vs_alone", 0)) for r in wake]  # type: ignore[arg-type]
+    axes[3].barh([r.consumer for r in wake], pct, color="#6a9f58", capsize=3, ecolor="#222222",
+                 xerr=error_bars(wake, "producer_vs_alone", pct, scale=100))
     axes[3].axvline(80, color="grey", linestyle="--", linewidth=1)
     axes[3].set_title("wakeups: producer rate, % of its rate alone (higher is better)")
     axes[3].invert_yaxis()
     axes[3].tick_params(axis="y", labelsize=8)
+    fig.suptitle("bars and points: each row's median run; whiskers: the range of its runs "
+                 "(rounds for the wakeup ratios)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return None
+
+
+def error_bars(rows: list[Row], key: str, values: list[float],
+               scale: float = 1) -> list[list[float]]:
+    """matplotlib's [below, above] for each row: its runs' range around ``values``
+    (``<key>_all`` from median_run; the per-round ratios for producer_vs_alone)."""
+    below, above = [], []
+    for r, v in zip(rows, values, strict=True):
+        runs = r.extra.get(f"{key}_by_round" if key == "producer_vs_alone" else f"{key}_all")
+        runs = [scale * x for x in (runs or []) if x is not None]  # type: ignore[union-attr]
+        below.append(max(0.0, v - min(runs)) if runs else 0.0)
+        above.append(max(0.0, max(runs) - v) if runs else 0.0)
+    return [below, above]
 
 
 def spread(key: str, fmt: str) -> tuple[str, object]:
@@ -633,9 +693,19 @@ def main() -> int:
     n = 200_000 if args.quick else 500_000
     secs = 1.5 if args.quick else 3.0
     times = 1 if args.quick else args.repeat
+    drain_times = 2 * times - 1 if times > 1 else 1  # cheap: 5 runs
+    streams = sum(1 for c in runnable if c.streams)
+    names = {c.name for c in runnable}
+    PROGRESS.planned = (
+        ("drain" in scen) * len(runnable) * drain_times
+        + ("live" in scen) * streams * times
+        + ("latency" in scen) * 3 * streams * times
+        + ("wakeups" in scen and not args.only)
+        * (2 + sum(1 for name, _, _ in WAKEUP_PLAN if name in names)) * times
+    )
     rows: list[Row] = []
     if "drain" in scen:
-        rows += drain(runnable, n, 2 * times - 1 if times > 1 else 1)  # cheap: 5 runs
+        rows += drain(runnable, n, drain_times)
     if "live" in scen:
         rows += live(runnable, secs, times)
     if "latency" in scen:

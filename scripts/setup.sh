@@ -2,10 +2,14 @@
 # Idempotent set-up on a fresh Debian 12 machine, as root: system packages,
 # kernel filesystems, a virtualenv in .venv with aioringbuf installed
 # (editable) and the BPF objects rebuilt from source.
+#   PYTHON=python3.12 VENV=.venv-3.12 bash scripts/setup.sh   # another Python
+# cmake and g++: pylibbpf has no wheel for some Pythons (3.10: 0.0.6's sdist
+# is built, about a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev bpftool make gcc util-linux python3 python3-venv python3-dev)
+APT_PACKAGES=(clang llvm libbpf-dev bpftool make gcc g++ cmake util-linux python3 python3-venv
+              python3-dev)
 # More for the caller (scripts/test.sh: the browser and the NATS server the
 # tests start), in the same single apt-get run.
 read -r -a EXTRA <<< "${AIORINGBUF_EXTRA_APT:-}"
@@ -31,9 +35,16 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# The venv first on PATH: pylibbpf's sdist (3.10) builds with CMake, which
+# takes the first python3 on PATH, and would otherwise build the module for
+# another Python (pylibbpf.cpython-311-*.so in a 3.10 venv: ImportError).
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    -e ".[test]"
+"$VENV/bin/python" -c "import pylibbpf" || {
+    echo "setup: pylibbpf does not import in $VENV (rm -r $VENV and run again)" >&2; exit 1; }
 
 make -s -C bpf

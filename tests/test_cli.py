@@ -18,10 +18,13 @@ import sys
 import time
 import uuid
 
+import msgspec
 import pytest
 from cgroups import spawn_in
 from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
+
+from aioringbuf.exec import ExecEvent, kernel_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
@@ -132,20 +135,44 @@ def test_table_shows_each_exec_as_a_row(kernel) -> None:
     assert delivered >= shown >= 1 and kernel_drops == queue_drops == decode_errors == 0
 
 
-def test_json_lines_escape_bytes_that_are_not_utf8(kernel) -> None:
+def test_json_lines_are_lossless_events(kernel) -> None:
+    """--json is msgspec.json.encode(ev): bytes that are not UTF-8 and a typed
+    backslash stay apart, and each line decodes back into the ExecEvent."""
     mark = marker()
     with Cli("--json", backend="trio") as cli:
         cli.wait_ready()
-        proc = run([TRUE.encode(), mark.encode(), b"caf\xc3\xa9", b"bad-\xff"])
+        proc = run([TRUE.encode(), mark.encode(), b"caf\xc3\xa9", b"bad-\xff", b"typed-\\xff"])
         status, out, err = cli.stop(signal.SIGTERM)
     assert status == 0
-    (ev,) = [e for e in json_events(out) if mark in e["argv"]]
-    assert ev["argv"] == [TRUE, mark, "café", "bad-\\xff"]
+    (line,) = [line for line in out.splitlines() if mark in line]
+    decoded = msgspec.json.decode(line, type=ExecEvent)
+    assert msgspec.json.encode(decoded).decode() == line
+    assert [kernel_bytes(a) for a in decoded.argv] == \
+        [TRUE.encode(), mark.encode(), b"caf\xc3\xa9", b"bad-\xff", b"typed-\\xff"]
+    ev = json.loads(line)
+    assert ev["argv"] == [TRUE, mark, "café", "bad-\U0010ffff", "typed-\\xff"]
     assert (ev["pid"], ev["tid"], ev["ppid"], ev["uid"]) == (proc.pid, proc.pid, os.getpid(), 0)
     assert (ev["filename"], ev["comm"], ev["ret"], ev["syscall"]) == (TRUE, "true", 0, "execve")
     assert ev["args_truncated"] is False and isinstance(ev["ts_ns"], int)
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", ev["time"])
+    assert abs(ev["realtime_ns"] - time.time_ns()) < 60e9
     assert summary(err)[1] >= 1
+
+
+def test_json_schema_describes_the_json_lines(kernel) -> None:
+    proc = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--json-schema"],
+                          capture_output=True, text=True, env=env(), timeout=60, check=True)
+    schema = json.loads(proc.stdout)
+    assert schema == msgspec.json.schema(ExecEvent)
+    props = schema["$defs"]["ExecEvent"]["properties"]
+    assert props["argv"] == {"type": "array", "items": {"type": "string"}}
+    mark = marker()
+    with Cli("--json") as cli:
+        cli.wait_ready()
+        run([TRUE, mark])
+        _, out, _ = cli.stop(signal.SIGINT)
+    (ev,) = [e for e in json_events(out) if mark in e["argv"]]
+    assert set(ev) == set(props)
+    assert set(schema["$defs"]["ExecEvent"]["required"]) <= set(ev)
 
 
 def test_pid_filter(kernel) -> None:
@@ -302,7 +329,7 @@ def test_usage_errors_and_help() -> None:
     helptext = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--help"],
                               capture_output=True, text=True, env=env())
     assert helptext.returncode == 0
-    assert "backslash escapes" in helptext.stdout and "--failed" in helptext.stdout
+    assert "U+10FF00 + byte" in helptext.stdout and "--failed" in helptext.stdout
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -19,16 +19,21 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 from chromium import CHROMIUM, Chromium
 from prometheus_client.parser import text_string_to_metric_families
 from webserver import APP, ROOT, WebServer, named_program, run_all
+
+import aioringbuf
+import aioringbuf.exec
 
 TOKEN = "t0ken-" + uuid.uuid4().hex
 TIMEOUT = httpx.Timeout(30)
@@ -99,6 +104,15 @@ async def exec_events_of(response: httpx.Response, n: int) -> list[dict]:
             if len(got) == n:
                 break
     return got
+
+
+async def _until_first_exec(
+    messages: AsyncIterator[tuple[str, str]],
+) -> AsyncIterator[tuple[str, str]]:
+    async for event, data in messages:
+        if event == "exec":
+            yield event, data
+            return
 
 
 async def scrape(client: httpx.AsyncClient, **kw: Any) -> dict[str, float]:
@@ -370,6 +384,27 @@ class TestClients:
                                   "Authorization: Bearer ***", "--api-key=***", "***", "plain"]
         assert ev["comm"] == name and ev["filename"] == prog
 
+    async def test_sse_data_is_the_cli_json_form(
+        self, token_server: WebServer, tmp_path: pathlib.Path
+    ) -> None:
+        """The page gets msgspec.json.encode(ExecEvent), as `aioringbuf exec --json`
+        prints it: every field, and bytes that are not UTF-8 kept apart from a
+        typed backslash."""
+        name, prog = named_program(tmp_path)
+        async with httpx.AsyncClient(base_url=token_server.url, timeout=TIMEOUT,
+                                     headers={"authorization": f"Bearer {TOKEN}"}) as client:
+            async with client.stream("GET", "/events", params={"name": f"^{name}$"}) as r:
+                await anyio.to_thread.run_sync(
+                    run_all, [[prog, os.fsdecode(b"bad-\xff"), "typed-\\xff"]])
+                (data,) = [d async for _, d in _until_first_exec(sse_messages(r))]
+        ev = msgspec.json.decode(data, type=aioringbuf.ExecEvent)
+        assert [aioringbuf.exec.kernel_bytes(a) for a in ev.argv] == \
+            [prog.encode(), b"bad-\xff", b"typed-\\xff"]
+        assert ev.comm == name and ev.ret == 0
+        fields = msgspec.json.schema(aioringbuf.ExecEvent)["$defs"]["ExecEvent"]["properties"]
+        assert set(json.loads(data)) == set(fields)
+        assert abs(ev.realtime_ns - time.time_ns()) < 60e9
+
 
 @pytest.mark.parametrize(("argv", "masked"), [
     (["mysql", "--password", "s3cret", "db"], ["mysql", "--password", "***", "db"]),
@@ -416,11 +451,15 @@ def test_the_page_shows_a_new_process_live(
     name, prog = named_program(tmp_path, prefix="webdemo")
     run_all([["/bin/sh", "-c", "ls / >/dev/null; uname -r >/dev/null"],
              ["/bin/sh", "-c", "/nonexistent/tool --flag 2>/dev/null; true"],
-             [prog, "--user", "alice", "--password", "hunter2", "deploy"]])
+             [prog, "--user", "alice", "--password", "hunter2", "deploy",
+              os.fsdecode(b"bad-\xff")]])
     row = chromium.wait_js(
         f"[...document.querySelectorAll('#rows tr')].map(tr => tr.innerText)"
         f".find(t => t.includes('{name}'))")
     assert "hunter2" not in row and "--password ***" in row
+    assert "deploy bad-\\xff" in row  # the byte 0xff, shown as the CLI shows it
+    clock = chromium.js("document.querySelector('#rows tr td').textContent")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", clock), clock
     assert chromium.js("document.querySelectorAll('#rows tr.failed').length") >= 1  # ENOENT
     height = chromium.js("Math.ceil(document.body.getBoundingClientRect().bottom) + 16")
     clip = {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}

@@ -13,15 +13,13 @@ every subscription.
 from __future__ import annotations
 
 import collections
-import datetime
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from redact import Redactor
 
 from aioringbuf import MissingDependencyError
-from aioringbuf.exec import ExecEvent, ExecFilter, Pattern, PatternError, printable
+from aioringbuf.exec import ExecEvent, ExecFilter, Pattern, PatternError
 
 
 def filter_from_query(query: Any) -> ExecFilter | None:
@@ -60,26 +58,17 @@ class EventEncoder:
             collections.OrderedDict()
         self._cache_size = cache_size
 
-    def as_dict(self, ev: ExecEvent) -> Mapping[str, Any]:
-        wall = ev.wall_time_ns
-        when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-        return {
-            "time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000 // 1000:06d}Z",
-            "pid": ev.pid, "tid": ev.tid, "ppid": ev.ppid, "uid": ev.uid, "gid": ev.gid,
-            "comm": printable(ev.comm),
-            "filename": printable(ev.filename),
-            "argv": [printable(a) for a in self.redactor(ev.argv)],
-            "args_truncated": ev.args_truncated,
-            "ret": ev.ret,
-            "syscall": ev.syscall,
-        }
+    def redacted(self, ev: ExecEvent) -> ExecEvent:
+        """The event a client gets: argv masked, in the CLI's --json form
+        (msgspec.json.encode of the ExecEvent: lossless, every field)."""
+        return msgspec.structs.replace(ev, argv=self.redactor(ev.argv))
 
     def sse(self, ev: ExecEvent) -> bytes:
         hit = self._cache.get(id(ev))
         if hit is not None and hit[0] is ev:
             return hit[1]
         # msgspec writes JSON on one line: one "data:" line per message.
-        message = b"event: exec\ndata: " + self._json.encode(self.as_dict(ev)) + b"\n\n"
+        message = b"event: exec\ndata: " + self._json.encode(self.redacted(ev)) + b"\n\n"
         self._cache[id(ev)] = (ev, message)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

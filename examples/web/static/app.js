@@ -49,10 +49,18 @@ function cell(tr, text, className) {
   tr.appendChild(td);
 }
 
-function clock(iso) {
-  const t = new Date(iso);
+// realtime_ns: nanoseconds since the epoch (a double keeps well under 1 µs).
+function clock(ns) {
+  const t = new Date(ns / 1e6);
   return t.toLocaleTimeString([], { hour12: false }) + "." +
     String(t.getMilliseconds()).padStart(3, "0");
+}
+
+// Each byte that was not UTF-8 arrives as U+10FF00 + byte (aioringbuf's
+// lossless text): shown as \xNN, like the CLI's table.
+const BYTE = /[\u{10FF80}-\u{10FFFF}]/gu;
+function text(s) {
+  return s.replace(BYTE, (c) => "\\x" + (c.codePointAt(0) - 0x10FF00).toString(16));
 }
 
 function addRow(ev) {
@@ -61,15 +69,15 @@ function addRow(ev) {
   if (pause.checked) return;
   const tr = document.createElement("tr");
   if (ev.ret < 0) tr.className = "failed";
-  cell(tr, clock(ev.time));
+  cell(tr, clock(ev.realtime_ns));
   cell(tr, ev.pid, "num");
   cell(tr, ev.ppid, "num");
   cell(tr, ev.uid, "num");
-  cell(tr, ev.comm, "comm");
+  cell(tr, text(ev.comm), "comm");
   cell(tr, ev.ret, "num");
   const args = ev.argv.length ? ev.argv.join(" ") : ev.filename;
-  cell(tr, args + (ev.args_truncated ? " …" : ""), "args");
-  tr.title = ev.filename;
+  cell(tr, text(args) + (ev.args_truncated ? " …" : ""), "args");
+  tr.title = text(ev.filename);
   rows.insertBefore(tr, rows.firstChild);
   while (rows.childElementCount > MAX_ROWS) rows.removeChild(rows.lastChild);
 }
