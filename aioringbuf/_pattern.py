@@ -46,7 +46,7 @@ def re2_available() -> bool:
 class Pattern:
     """A compiled pattern: ``search(text)`` says whether it occurs in ``text``.
 
-    Bytes that were not UTF-8 (as :func:`~aioringbuf.kernel_text` holds them,
+    Bytes that were not UTF-8 (as :func:`~aioringbuf.exec.kernel_text` holds them,
     or lone surrogates from ``surrogateescape``) are matched as
     :func:`~aioringbuf.printable` shows them: byte 0xff as the four
     characters ``\\xff``.
@@ -93,7 +93,7 @@ class Pattern:
         """``text`` with each match replaced by ``repl(match)`` (a match object with
         ``re``'s methods: group, span, start, re.groups). Text that is not valid
         UTF-8 as lone surrogates comes back as :func:`~aioringbuf.printable`
-        shows it; :func:`~aioringbuf.kernel_text` escapes stay as they are."""
+        shows it; :func:`~aioringbuf.exec.kernel_text` escapes stay as they are."""
         try:
             return self._regex.sub(repl, text)
         except UnicodeEncodeError:
