@@ -46,6 +46,7 @@ from ._codec import decoder_for
 from ._fast import walk
 from ._ringmap import RingMemory, ring_map_info
 from ._source import claim_consumer, release_consumer
+from ._union import record_type
 
 T = TypeVar("T")
 _BUSY_BACKOFF = 0.0002
@@ -109,7 +110,7 @@ class AckedRing(Generic[T]):
             raise ValueError(f"budget must be >= 1, not {budget!r}")
         info = ring_map_info(map_fd)  # the map layer's checks, as for RingBuffer
         self.map_id = info.id
-        self._decode = decoder_for(event_type)
+        self._decode = decoder_for(record_type(event_type))
         self._budget = budget
         self._poll = poll_interval
         claim_consumer(info, "ring buffer")

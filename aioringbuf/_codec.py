@@ -210,6 +210,8 @@ def check_layout(event_type: type | None, capacity: int, overhead: int, where: s
     ``where`` and saying ``advice``. This is the one place layouts are
     checked against rings (RingBuffer and PerfBuffer both ask here).
     """
+    for member in getattr(event_type, "__aioringbuf_types__", ()):  # tagged(): each must fit
+        check_layout(member, capacity, overhead, where, advice)
     decode = decoder_for(event_type)
     if event_type is None or hasattr(event_type, "__aioringbuf_decoder__"):
         return Decoding(decode, -1)

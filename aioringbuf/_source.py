@@ -51,6 +51,7 @@ from ._perfmap import PerfRings, perf_map_info
 from ._perfring import RAW_OFFSET
 from ._ring import HEADER_SIZE, Decode, Stop, WalkResult
 from ._ringmap import RingMemory, ring_map_info
+from ._union import record_type
 
 # One buffer, one consumer: ids of the maps a source of this process reads.
 _consumers: set[int] = set()
@@ -78,7 +79,7 @@ def open_ring(map_fd: int, event_type: type | None,
               drop_counter_fd: int | None) -> RingSource:
     """A source over a ``BPF_MAP_TYPE_RINGBUF`` map fd (checked, claimed)."""
     info = ring_map_info(map_fd)
-    decode = check_layout(event_type, info.max_entries, HEADER_SIZE,
+    decode = check_layout(record_type(event_type), info.max_entries, HEADER_SIZE,
                           f"ring buffer {info.name!r}", "use a larger ring").decode
     claim_consumer(info, "ring buffer")
     try:
@@ -93,7 +94,8 @@ def open_perf(map_fd: int, event_type: type | None, drop_counter_fd: int | None,
               watermark: int | None) -> PerfSource:
     """A source over a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` (checked, claimed)."""
     info = perf_map_info(map_fd, per_cpu_size, wakeup_events, watermark)
-    decode, exact = check_layout(event_type, per_cpu_size, RAW_OFFSET, "each perf ring",
+    decode, exact = check_layout(record_type(event_type), per_cpu_size, RAW_OFFSET,
+                                 "each perf ring",
                                  "use a larger per_cpu_size")
     claim_consumer(info, "perf event array")
     try:

@@ -12,12 +12,19 @@ the C fast path, or its custom ``__aioringbuf_decoder__``)::
         kind: U32
         ...
 
-    RingBuffer(fd, tagged(Open, Close))   # yields Open and Close events
+    RingBuffer(fd, Open | Close)          # yields Open and Close events
+    RingBuffer(fd, tagged(Open, Close))   # the same, spelled out
+
+:func:`record_type` is where the sources turn a union annotation into that
+tagged type.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -73,3 +80,17 @@ def tagged(*types: type) -> type:
         "__aioringbuf_types__": types,
         "__aioringbuf_decoder__": classmethod(lambda cls: decode),
     })
+
+
+def record_type(event_type: Any) -> Any:
+    """``A | B`` (or ``typing.Union[A, B]``) as :func:`tagged` ``(A, B)``;
+    any other event type as it is."""
+    if isinstance(event_type, types.UnionType) or typing.get_origin(event_type) is typing.Union:
+        return _tagged_once(typing.get_args(event_type))
+    return event_type
+
+
+@functools.lru_cache(maxsize=64)
+def _tagged_once(members: tuple[type, ...]) -> type:
+    """One tagged type per union, however many streams use it."""
+    return tagged(*members)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 from typing import ClassVar
 
+import anyio
 import pytest
 
 import aioringbuf
-from aioringbuf import U16, U32, U64, CStr, Event
+from aioringbuf import U16, U32, U64, CStr, Event, Tail
 from aioringbuf._exec import ExecEvent, ExitEvent
 from aioringbuf._union import tagged
 
@@ -68,3 +69,49 @@ def test_tags_must_be_declared_unique_and_leading() -> None:
         tagged(Open, Narrow)
     with pytest.raises(TypeError):
         tagged(Open)
+
+
+class Even(Event):
+    """ringgen's records seen through a tag: the low half of the sequence number."""
+
+    __aioringbuf_tag__: ClassVar[int] = 0
+    seq_lo: U32
+    seq_hi: U32
+    payload: Tail[bytes]
+
+
+class Odd(Event):
+    __aioringbuf_tag__: ClassVar[int] = 1
+    seq_lo: U32
+    seq_hi: U32
+    payload: Tail[bytes]
+
+
+@pytest.mark.anyio
+async def test_a_union_annotation_reads_a_real_ring(ringgen_factory) -> None:
+    """RingBuffer(fd, A | B): the kernel's records 0 and 1 come back as their
+    tags' types; record 2 has a tag of neither, a counted decode error."""
+    gen = ringgen_factory()
+    async with gen.obj.ring_buffer("events", Even | Odd) as rb:
+        gen.produce(3, b"xyz")
+        got = []
+        with anyio.fail_after(10):
+            while rb.stats().delivered + rb.stats().decode_errors < 3:
+                got.append(await rb.receive())
+        st = rb.stats()
+    assert got == [Even(0, 0, b"xyz"), Odd(1, 0, b"xyz")]
+    assert (st.delivered, st.decode_errors, st.kernel_drops) == (2, 1, 0)
+
+
+def test_a_union_member_too_big_for_the_ring_is_refused() -> None:
+    from aioringbuf._codec import check_layout
+    from aioringbuf._union import record_type
+
+    class Big(Event):
+        __aioringbuf_tag__: ClassVar[int] = 2
+        kind: U32
+        blob: aioringbuf.Bytes[8192]
+
+    with pytest.raises(aioringbuf.EventLayoutError, match="Big needs"):
+        check_layout(record_type(Open | Big), 4096, 8, "ring buffer 'x'", "use a larger ring")
+    assert record_type(Open | Close) is record_type(Open | Close)  # one type per union
