@@ -1,6 +1,6 @@
 """Broadcast: one kernel consumer, any number of subscribers.
 
-A ring has exactly one consumer (DESIGN.md), but an application often has
+A ring has exactly one consumer (docs/architecture.md), but an application often has
 many readers of the same events: every open web page, a metrics task, a
 log writer. ``Broadcast`` is that one consumer. A background task (the
 *pump*, owned by ``async with``) iterates the source and offers each event

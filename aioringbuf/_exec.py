@@ -1,9 +1,11 @@
 """exec_events(): every execve()/execveat() on the machine, as ``async for``.
 
-A source in DESIGN.md's sense: a thin composition of the loader and the
-stream over the packaged program ``_bpf/exec.bpf.o`` (built from
-bpf/exec.bpf.c), which writes one variable-length record per exec attempt
-(header, file name, argv) when the syscall returns::
+A source (docs/architecture.md, "Layers"): a raw stream over the packaged
+program ``_bpf/exec.bpf.o`` (built from bpf/exec.bpf.c), which writes one
+variable-length record per exec attempt (header, file name, argv): a
+successful exec from ``sched_process_exec``, where the kernel's own copy of
+the file name and argv can be trusted, a failed one when its syscall
+returns; with ``exits=True``, one record per process exit too::
 
     async for ev in exec_events():
         print(ev.pid, ev.ppid, ev.ret, ev.filename, ev.argv)

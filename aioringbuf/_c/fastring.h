@@ -5,7 +5,7 @@
  *
  *   walk.c    _ring.walk and _perfring.walk_perf (the record walks)
  *   codec.c   _codec's generated decoders (Layout)
- *   cursor.c  _fast.PyCursor (the stream's per-event __anext__)
+ *   cursor.c  _cursor.PyCursor (the stream's per-event __anext__)
  *   order.c   _order (ordered loads and stores of the shared positions)
  *   module.c  the module object that gathers them
  */
