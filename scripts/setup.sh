@@ -44,6 +44,14 @@ fi
 # another Python (pylibbpf.cpython-311-*.so in a 3.10 venv: ImportError).
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
     -e ".[test]"
+# A wheel that pip built earlier for this Python with the wrong PATH sits in
+# pip's cache and would be taken again: drop it and build pylibbpf once more.
+if ! "$VENV/bin/python" -c "import pylibbpf" 2>/dev/null; then
+    echo "setup: pylibbpf does not import in $VENV; building it again, not from pip's cache"
+    "$VENV/bin/python" -m pip cache remove 'pylibbpf*' >/dev/null 2>&1 || true
+    PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        --force-reinstall --no-deps "pylibbpf>=0.0.6,<0.0.8"
+fi
 "$VENV/bin/python" -c "import pylibbpf" || {
     echo "setup: pylibbpf does not import in $VENV (rm -r $VENV and run again)" >&2; exit 1; }
 
