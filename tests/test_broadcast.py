@@ -337,7 +337,9 @@ async def test_a_hub_over_exec_events(kernel) -> None:
             await anyio.to_thread.run_sync(
                 lambda i=i: subprocess.run(["/bin/true", tag, str(i)], check=True))
         with anyio.fail_after(10):
-            got = [[(await sub.receive()).argv[2] for _ in range(5)] for sub in subs]
+            got = []  # loops, not a nested comprehension with await (3.10 refuses it)
+            for sub in subs:
+                got.append([(await sub.receive()).argv[2] for _ in range(5)])
         for sub in subs:
             sub.close()
         assert got == [["0", "1", "2", "3", "4"]] * 2
