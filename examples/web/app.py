@@ -67,8 +67,8 @@ from starlette.staticfiles import StaticFiles
 
 import aioringbuf
 from aioringbuf import Broadcast, exec_events, register_metrics
-from aioringbuf._elf import check_ring_size
 from aioringbuf._netguard import TokenError, read_token, refuse_open_listener
+from aioringbuf._ringmap import check_ring_size
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
 EXIT_ERROR = 1
