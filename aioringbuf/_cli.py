@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import pwd
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,38 +22,31 @@ import anyio.from_thread
 import anyio.lowlevel
 import msgspec
 
-from ._cgroup import cgroup_of
 from ._cli_common import (
-    BACKENDS,
     EXIT_ERROR,
     EXIT_NOPERM,
     EXIT_OK,
+    EXIT_SIGNAL,
+    EXIT_USAGE,
     STDOUT_GRACE,
-    TABLE_HEADER,
+    _cancel_when_set,
     _error,
     _json,
-    _positive_float,
     _setter,
     _silence_stdout,
     _valid_utf8,
+    backend_or_error,
     filter_from_args,
     format_json,
-    format_row,
     json_schema,
+    table_from_args,
 )
-from ._errors import AioRingBufError, MissingDependencyError, NotPrivilegedError
-from ._escape import terminal
-from ._exec import (
-    DEFAULT_RING_SIZE,
-    ExecEvent,
-    ExecEvents,
-    ExecFilter,
-    ExitEvent,
-    exec_events,
-)
+from ._errors import AioRingBufError, NotPrivilegedError
+from ._exec import ExecEvent, ExecEvents, ExecFilter, ExitEvent, exec_events
+from ._exec_options import VERSION, add_exec_parser
+from ._exec_table import Table
 from ._exporter import add_exporter_command
 from ._output import LineWriter
-from ._pattern import Pattern, PatternError
 from ._ship_cli import add_ship_command
 
 
@@ -91,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aioringbuf",
         description="Stream BPF ring buffer events into async Python.",
     )
+    parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_exec_command(sub)
     add_exporter_command(sub)
@@ -98,121 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _uid(text: str) -> int:
-    """A numeric uid or a user name."""
-    if text.isdigit():
-        return int(text)
-    try:
-        return pwd.getpwnam(text).pw_uid
-    except KeyError:
-        raise argparse.ArgumentTypeError(f"no such user: {text}") from None
-
-
-def _cgroup(text: str) -> str:
-    """A cgroup v2 directory, checked now so that a typo is a usage error."""
-    try:
-        cgroup_of(text)
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _regex(text: str) -> Pattern:
-    """An RE2 pattern: the text it is matched against (argv) is anyone's."""
-    try:
-        return Pattern(text)
-    except (PatternError, MissingDependencyError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 # -- aioringbuf exec ----------------------------------------------------------
-
-EXEC_EPILOG = """\
-Columns: TIME (local, when exec returned), PCOMM (the new program's name, or
-the caller's if the exec failed), PID, PPID, RET (0 or -errno), ARGS (argv,
-shell-quoted; " ..." marks arguments left out: more than 128 or 4 KiB).
-Control characters, DEL, C1 and format characters, and bytes that are not
-UTF-8 are shown as escapes (\\x1b, \\n, \\u0085, \\xff): nothing a traced
-process chooses reaches the terminal as a control.
-
---json prints one object per line: msgspec.json.encode(event), every field
-of aioringbuf.ExecEvent (times in nanoseconds: ts_ns on CLOCK_MONOTONIC,
-realtime_ns since the epoch), which msgspec.json.decode(line,
-type=ExecEvent) turns back into the same event. Each byte that is not UTF-8
-is the character U+10FF00 + byte (the byte 0xff is U+10FFFF), so a real
-backslash stays a backslash; aioringbuf.exec.kernel_bytes(s) gives the bytes
-back. --json-schema prints the JSON Schema of these objects. With --exits,
-exits are {"event": "exit", ...} objects.
-
---name takes an RE2 pattern (google-re2, pip install 'aioringbuf[re2]'):
-matching takes time linear in the text whatever the pattern, so no argv
-can stall the trace; no backreferences or lookaround.
-
-Output is written by a thread of its own: if the reader of stdout stops
-reading, lines beyond 4 MiB are dropped and counted in the summary, and
-Ctrl-C or SIGTERM still end the trace at once.
-
-Stops at Ctrl-C, SIGTERM or --duration with exit status 0 and a summary on
-stderr: events seen and shown, and records lost in the kernel (ring full, or
-too many execs in flight) and in the queue. Needs root, or CAP_BPF and
-CAP_PERFMON with read access to /sys/kernel/tracing (exit status 77 if not).
-"""
 
 
 def add_exec_command(sub: Any) -> None:
-    p = sub.add_parser(
-        "exec",
-        help="trace every exec() on the machine, like execsnoop",
-        description="Trace every execve()/execveat() on this machine, with its result.",
-        epilog=EXEC_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per line instead of a table (lossless: see below)")
-    p.add_argument("--json-schema", action="store_true",
-                   help="print the JSON Schema of --json's objects and exit")
-    p.add_argument("--pid", type=int, action="append", metavar="PID",
-                   help="only execs by process PID (repeatable)")
-    p.add_argument("--ppid", type=int, action="append", metavar="PPID",
-                   help="only execs by children of PPID (repeatable)")
-    p.add_argument("--uid", type=_uid, action="append", metavar="UID",
-                   help="only execs by this real user id or name (repeatable)")
-    p.add_argument("--name", type=_regex, metavar="REGEX",
-                   help="only execs where REGEX (RE2 syntax) is found in the command name "
-                        "(PCOMM), the last component of the file name, or argv[0]")
-    p.add_argument("--failed", action="store_true", help="only failed execs (RET < 0)")
-    p.add_argument("--cgroup", type=_cgroup, metavar="PATH",
-                   help="only execs in this cgroup v2 and below it (a directory, or the path "
-                        "as /proc/PID/cgroup shows it)")
-    p.add_argument("--exits", action="store_true",
-                   help="also show each process's exit: code or signal, and time since its exec")
-    p.add_argument("--duration", type=_positive_float, metavar="SECONDS",
-                   help="stop after SECONDS")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default="asyncio",
-                   help="event loop to run on (default: asyncio)")
-    p.add_argument("--ring-size", type=int, default=DEFAULT_RING_SIZE, metavar="BYTES",
-                   help=f"kernel ring size, a power of two (default: {DEFAULT_RING_SIZE})")
-    p.add_argument("--from", dest="source", metavar="nats://URL[,URL...]",
-                   help="show the execs that `aioringbuf ship` agents sent to this NATS "
-                        "JetStream (all hosts, with a HOST column) instead of this machine's")
-    p.add_argument("--no-follow", dest="to_end", action="store_true",
-                   help="with --from: stop at the end of the stream")
-    p.set_defaults(run=run_exec)
-
-
-def format_exit_row(ev: ExitEvent) -> str:
-    """An exit as a table row: RET is the exit code, ARGS how and when."""
-    clock = time.strftime("%H:%M:%S", time.localtime(ev.wall_time_ns // 1_000_000_000))
-    if ev.signal:
-        try:
-            how = signal.Signals(ev.signal).name
-        except ValueError:
-            how = f"signal {ev.signal}"
-    else:
-        how = f"exit {ev.exit_code}"
-    since = "exec" if ev.since_exec else "start"
-    return (f"{clock:<8} {terminal(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.exit_code:>4} "
-            f"[{how}, {ev.duration_ns / 1e9:.3f} s after its {since}]")
+    add_exec_parser(sub).set_defaults(run=run_exec)
 
 
 def format_exit_json(ev: ExitEvent) -> str:
@@ -241,12 +123,17 @@ class ExecRun:
     stats: Any = None
     enter_drops: int | None = None
     unread: int | None = None
+    filtered: int | None = None  # left out in the kernel by the success/failure choice
+    hidden: str = "failed execs not traced (-x shows them)"  # what that choice left out
     exit_status: int = EXIT_OK
     unwritten: int = 0  # lines stdout did not take (reader stalled or gone)
+    started: bool = False  # attached and announced: a signal now ends a trace
+    signal: int = 0  # the first SIGINT/SIGTERM
 
     def summary(self) -> str:
         """Every bucket: events + kernel drops + queue drops + decode errors +
-        unread == every record the kernel tried to write."""
+        unread == every record the kernel tried to write. Attempts the
+        success/failure choice left out were never written: not a bucket."""
         st = self.stats
         if st is None:
             return "aioringbuf exec: 0 events"
@@ -255,9 +142,11 @@ class ExecRun:
         at_entry = f" ({self.enter_drops} at entry)" if self.enter_drops else ""
         unwritten = (f", {self.unwritten} lines not written (stdout not read)"
                      if self.unwritten else "")
+        hidden = f"; {self.filtered} {self.hidden}" if self.filtered else ""
         return (f"aioringbuf exec: {st.delivered} events ({self.shown} shown), "
                 f"{kernel} kernel drops{at_entry}, {st.queue_drops} queue drops, "
-                f"{st.decode_errors} decode errors, {unread} unread at exit{unwritten}")
+                f"{st.decode_errors} decode errors, {unread} unread at exit{unwritten}"
+                f"{hidden}")
 
 
 def run_exec(args: argparse.Namespace) -> int:
@@ -266,62 +155,121 @@ def run_exec(args: argparse.Namespace) -> int:
         print(json_schema())
         return EXIT_OK
     if args.source:
+        if args.timestamp:
+            _error("exec", "-t/--timestamp does not apply to --from (each host has its clock)")
+            return EXIT_USAGE
         from ._ship_cli import run_fleet_exec
 
         return run_fleet_exec(args)
-    backend, options = BACKENDS[args.backend]
+    picked = backend_or_error("exec", args.backend)
+    if picked is None:
+        return EXIT_ERROR
+    backend, options = picked
     run = ExecRun()
-    anyio.run(_exec_main, args, run, backend=backend, backend_options=options)
-    if run.exit_status == EXIT_OK:
-        print(run.summary(), file=sys.stderr, flush=True)
+    try:
+        anyio.run(_exec_main, args, run, backend=backend, backend_options=options)
+    except BaseException as exc:
+        # Ctrl-C before the signal handlers were installed (or, after the
+        # start, a second one during shutdown: main() exits 0 on that).
+        if run.started or not _only_interrupts(exc):
+            raise
+        run.signal = run.signal or signal.SIGINT
+    if run.exit_status != EXIT_OK:
+        return run.exit_status
+    if not run.started:
+        name = signal.Signals(run.signal or signal.SIGINT).name
+        _error("exec", f"interrupted ({name}) while starting; nothing was traced")
+        return EXIT_SIGNAL + (run.signal or signal.SIGINT)
+    print(run.summary(), file=sys.stderr, flush=True)
     return run.exit_status
 
 
 DRAIN_TIMEOUT = 1.0  # seconds to print what the ring still holds at the end
+START_SIGNAL_TURNS = 5  # event loop turns for a pending signal to reach _stop_on_signals
+WARN_EVERY = 1.0  # seconds between two drop warnings, at most one each
 
 
 async def _exec_main(args: argparse.Namespace, run: ExecRun) -> None:
     """Trace until a signal, --duration, or an error; record results in ``run``."""
     stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        await tg.start(_stop_on_signals, stopping, tg.cancel_scope)
+        await tg.start(_stop_on_signals, stopping, tg.cancel_scope, run)
         await _trace(args, run, stopping)
         tg.cancel_scope.cancel()  # stop the signal watcher
 
 
 async def _stop_on_signals(
-    stopping: anyio.Event, scope: anyio.CancelScope, *,
+    stopping: anyio.Event, scope: anyio.CancelScope, run: ExecRun, *,
     task_status: anyio.abc.TaskStatus[None],
 ) -> None:
     """SIGINT/SIGTERM: stop producing and print what is left (up to
-    DRAIN_TIMEOUT); a second one ends the trace at once. Status 0 either way."""
+    DRAIN_TIMEOUT); a second one ends the trace at once. Status 0 either way.
+    During start-up the first one cancels loading (see :func:`_start`)."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
-        async for _ in signals:
+        async for signum in signals:
             if stopping.is_set():
                 scope.cancel()
                 return
+            run.signal = int(signum)
             stopping.set()
+
+
+async def _start(events: ExecEvents, stopping: anyio.Event) -> bool:
+    """Load and attach unless a signal comes first: True once attached.
+
+    Loading runs in a worker thread; a signal cancels it as soon as that
+    thread returns, and the stream then releases what it loaded.
+    """
+    entered = False
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_cancel_when_set, stopping, tg.cancel_scope)
+        try:
+            await events.__aenter__()
+            entered = True
+        except Exception as exc:  # raised as itself, not in the task group's group
+            error = exc
+        tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    # pylibbpf loads holding the GIL: a signal that came meanwhile is handled
+    # only now, a few loop turns on. Before the "tracing" line, it is still
+    # an interrupted start.
+    for _ in range(START_SIGNAL_TURNS):
+        await anyio.lowlevel.checkpoint()
+    if entered and stopping.is_set():
+        events.close()
+        return False
+    return entered
 
 
 async def _trace(args: argparse.Namespace, run: ExecRun, stopping: anyio.Event) -> None:
     accept = filter_from_args(args)
-    fmt: Callable[[ExecEvent], str] = format_json if args.json else format_row
+    table = table_from_args(args)  # -t counts from here
+    fmt: Callable[[ExecEvent], str] = format_json if args.json else table.row
+    exit_fmt = format_exit_json if args.json else table.exit_row
     try:
         # In the kernel where it can be (what they leave out never enters the
         # ring, nor the summary's counts); ExecFilter checks them again.
         uids = set(args.uid or ())
-        events = exec_events(ring_size=args.ring_size, failed=args.failed, cgroup=args.cgroup,
-                             uid=uids.pop() if len(uids) == 1 else None, exits=args.exits)
-        async with events:
+        events = exec_events(ring_size=args.ring_size, failed=accept.failed,
+                             cgroup=args.cgroup, uid=uids.pop() if len(uids) == 1 else None,
+                             exits=args.exits)
+        if accept.failed:
+            run.hidden = "successful execs not traced"
+        if not await _start(events, stopping):
+            return
+        try:
             sys.stdout.flush()
             gone = anyio.Event()
             out = LineWriter(sys.stdout.fileno(), on_broken=_setter(gone))
             try:
-                _announce(args, out)
+                _announce(args, table, out, run)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_set_when_set, gone, stopping)
-                    tg.start_soon(_print_events, events, accept, fmt, out, run)
+                    tg.start_soon(_print_events, events, accept, fmt, exit_fmt, out, run)
+                    tg.start_soon(_warn_on_losses, events, out)
                     with anyio.move_on_after(args.duration if args.duration else float("inf")):
                         await stopping.wait()
                     # The end: no new records, then what the ring holds, briefly
@@ -336,11 +284,12 @@ async def _trace(args: argparse.Namespace, run: ExecRun, stopping: anyio.Event) 
                 run.unwritten = out.dropped
                 if out.broken:
                     _silence_stdout()  # the reader left (`| head`): that ends the trace
-                _finish(events, run)
+        finally:
+            _finish(events, run)
     except NotPrivilegedError as exc:
         _error("exec", exc)
         run.exit_status = EXIT_NOPERM
-    except AioRingBufError as exc:  # kernel too old, object missing, bad size, ...
+    except AioRingBufError as exc:  # kernel too old, no tracefs, object missing, bad size, ...
         _error("exec", exc)
         run.exit_status = EXIT_ERROR
 
@@ -350,30 +299,71 @@ async def _set_when_set(event: anyio.Event, then: anyio.Event) -> None:
     then.set()
 
 
-def _announce(args: argparse.Namespace, out: LineWriter) -> None:
+def _announce(args: argparse.Namespace, table: Table, out: LineWriter, run: ExecRun) -> None:
     """Tell readers the probes are attached: from now on no exec is missed."""
     if not args.json:
-        out.write(TABLE_HEADER)
+        out.write(table.header())
+    run.started = True
     print("aioringbuf exec: tracing exec() calls; Ctrl-C to stop", file=sys.stderr, flush=True)
+
+
+def _losses(events: ExecEvents, out: LineWriter) -> tuple[int, int, int, int]:
+    """Kernel drops, of them at entry, queue drops, lines not written: so far."""
+    st = events.stats()
+    return (st.kernel_drops or 0, events.enter_drops() or 0, st.queue_drops, out.dropped)
+
+
+def loss_warning(new: Sequence[int]) -> str:
+    """The live warning: what was lost since the last one (or the start)."""
+    kernel, at_entry, queue, unwritten = new
+    entry = f" ({at_entry} at entry: too many execs in flight)" if at_entry else ""
+    hint = "; a larger --ring-size holds longer bursts" if kernel > at_entry else ""
+    return (f"aioringbuf exec: warning: lost since the last warning: {kernel} kernel "
+            f"drops{entry}, {queue} queue drops, {unwritten} lines not written{hint}")
+
+
+async def _warn_on_losses(events: ExecEvents, out: LineWriter) -> None:
+    """Losses as they happen, on stderr, at most once every WARN_EVERY seconds."""
+    last = (0, 0, 0, 0)
+    while True:
+        await anyio.sleep(WARN_EVERY)
+        now = _losses(events, out)
+        if now != last:
+            new = [n - o for n, o in zip(now, last, strict=True)]
+            print(loss_warning(new), file=sys.stderr, flush=True)
+            last = now
+
+
+SHOWN_PIDS_MAX = 65536  # --line: processes whose exit is still to come
 
 
 async def _print_events(
     events: ExecEvents,
-    accept: Callable[[ExecEvent], bool],
+    accept: ExecFilter,
     fmt: Callable[[ExecEvent], str],
+    exit_fmt: Callable[[ExitEvent], str],
     out: LineWriter,
     run: ExecRun,
 ) -> None:
-    exit_fmt = format_exit_json if fmt is format_json else format_exit_row
+    # --line: exits have no argv, so an exit is shown if its exec was.
+    shown_pids: dict[int, None] | None = {} if accept.line is not None else None
     async for ev in events:
         if isinstance(ev, ExitEvent):
-            if isinstance(accept, ExecFilter) and exit_accepted(accept, ev):
+            if shown_pids is not None:
+                if ev.pid not in shown_pids:
+                    continue
+                del shown_pids[ev.pid]
+            if exit_accepted(accept, ev):
                 out.write(exit_fmt(ev))
                 run.shown += 1
             continue
         if accept(ev):
             out.write(fmt(ev))  # never blocks: the writer thread takes it line by line
             run.shown += 1
+            if shown_pids is not None:
+                shown_pids[ev.pid] = None
+                if len(shown_pids) > SHOWN_PIDS_MAX:
+                    del shown_pids[next(iter(shown_pids))]  # the oldest
 
 
 def _finish(events: ExecEvents, run: ExecRun) -> None:
@@ -381,3 +371,4 @@ def _finish(events: ExecEvents, run: ExecRun) -> None:
     run.enter_drops = events.enter_drops()
     run.stats = events.stats()
     run.unread = events.unread()
+    run.filtered = events.filtered()

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +20,15 @@ import anyio.from_thread
 import anyio.lowlevel
 import msgspec
 
-from ._escape import printable, terminal
+from ._escape import printable
 from ._exec import ExecEvent, ExecFilter
+from ._exec_table import Table
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_NOPERM = 77  # sysexits.h EX_NOPERM
+EXIT_USAGE = 2  # as argparse exits on a usage error
+EXIT_SIGNAL = 128  # + the signal's number: interrupted before the work began (130: Ctrl-C)
 
 BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {}),
@@ -47,28 +48,45 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def failed_from_args(args: argparse.Namespace) -> bool | None:
+    """The result filter: --failed only failures, -x/--fails both, else
+    (execsnoop's default) only successful execs."""
+    if args.failed:
+        return True
+    return None if args.fails else False
+
+
 def filter_from_args(args: argparse.Namespace) -> ExecFilter:
-    """The --pid/--ppid/--uid/--name/--failed options as an ExecFilter."""
+    """The --pid/--ppid/--uid/--name/--line/--failed/--fails options as an ExecFilter."""
     return ExecFilter(
         pids=frozenset(args.pid or ()),
         ppids=frozenset(args.ppid or ()),
         uids=frozenset(args.uid or ()),
         name=args.name,
-        failed=args.failed,
+        failed=failed_from_args(args),
+        line=args.line,
     )
 
 
-TABLE_HEADER = f"{'TIME':<8} {'PCOMM':<16} {'PID':>7} {'PPID':>7} {'RET':>4} ARGS"
+def table_from_args(args: argparse.Namespace, *, time: bool = False) -> Table:
+    """The -T/-t/-U/-q/--max-args options as a Table (``time``: TIME always)."""
+    return Table(time=time or args.time, timestamp=args.timestamp, uid=args.print_uid,
+                 quote=args.quote, max_args=args.max_args)
 
 
-def format_row(ev: ExecEvent) -> str:
-    """One table row, execsnoop style; every string escaped for a terminal."""
-    clock = time.strftime("%H:%M:%S", time.localtime(ev.wall_time_ns // 1_000_000_000))
-    args = " ".join(shlex.quote(terminal(a)) for a in ev.argv) or shlex.quote(
-        terminal(ev.filename))
-    if ev.args_truncated:
-        args += " ..."
-    return f"{clock:<8} {terminal(ev.comm):<16} {ev.pid:>7} {ev.ppid:>7} {ev.ret:>4} {args}"
+def backend_or_error(command: str, name: str) -> tuple[str, dict[str, Any]] | None:
+    """anyio's backend and options for --backend ``name``; None (and one line
+    on stderr) if its package is not installed, rather than a traceback from
+    deep inside anyio."""
+    module = {"trio": "trio", "uvloop": "uvloop"}.get(name)
+    if module is not None:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            _error(command, f"--backend {name} needs the {module} package ({exc}): "
+                            f"pip install 'aioringbuf[{module}]'")
+            return None
+    return BACKENDS[name]
 
 
 _json = msgspec.json.Encoder()

@@ -51,6 +51,10 @@ class KernelTooOldError(AioRingBufError, OSError):
     """The running kernel lacks a feature (ring buffers need Linux >= 5.8)."""
 
 
+class TracefsError(AioRingBufError, FileNotFoundError):
+    """tracefs is not mounted, or lacks a tracepoint a program attaches to."""
+
+
 class BpfObjectError(AioRingBufError, OSError):
     """A BPF object file is missing, is not BPF, or failed to load."""
 

@@ -299,17 +299,21 @@ class ExecFilter:
     """Which exec events to keep; an empty filter keeps everything.
 
     ``name`` is searched in the command name, the last part of the file
-    name and argv[0]. Make it with :class:`aioringbuf.Pattern` (RE2: time
-    linear in the text, whatever the pattern) when the pattern comes from
-    someone else; a ``re.Pattern`` works too, but backtracks. Shared by
-    ``aioringbuf exec`` and the web example.
+    name and argv[0]; ``line`` in the whole argv, joined by spaces (as
+    execsnoop's ``-l``). ``failed`` is three-state: True keeps only failed
+    attempts, False only successful execs, None both. Make patterns with
+    :class:`aioringbuf.Pattern` (RE2: time linear in the text, whatever the
+    pattern) when the pattern comes from someone else; a ``re.Pattern``
+    works too, but backtracks. Shared by ``aioringbuf exec`` and the web
+    example.
     """
 
     pids: frozenset[int] = frozenset()
     ppids: frozenset[int] = frozenset()
     uids: frozenset[int] = frozenset()
     name: Pattern | re.Pattern[str] | None = None
-    failed: bool = False  # only execs that returned an error
+    failed: bool | None = None  # True: only errors; False: only successes; None: both
+    line: Pattern | re.Pattern[str] | None = None  # searched in " ".join(argv)
 
     def __call__(self, ev: ExecEvent) -> bool:
         if self.pids and ev.pid not in self.pids:
@@ -318,7 +322,9 @@ class ExecFilter:
             return False
         if self.uids and ev.uid not in self.uids:
             return False
-        if self.failed and ev.ret >= 0:
+        if self.failed is not None and (ev.ret < 0) != self.failed:
+            return False
+        if self.line is not None and not self.line.search(" ".join(ev.argv)):
             return False
         if self.name is None:
             return True
@@ -352,6 +358,7 @@ class ExecEvents(RawStream[Any]):
         self._obj: BpfObject | None = None
         self._loading = False
         self._final_enter_drops: int | None = None
+        self._final_filtered: int | None = None
         self._final_written: int | None = None
 
     async def _open_source(self) -> Source:
@@ -402,6 +409,7 @@ class ExecEvents(RawStream[Any]):
             self._obj.detach()  # returns once no program runs any more
             self._final_written = self._read_counter("events_written")
             self._final_enter_drops = self._read_counter("exec_enter_drops")
+            self._final_filtered = self._read_counter("exec_filtered")
 
     def close(self) -> None:
         """Stop producing (detach), then close the stream. Idempotent.
@@ -458,6 +466,13 @@ class ExecEvents(RawStream[Any]):
             return self._final_enter_drops
         return self._read_counter("exec_enter_drops")
 
+    def filtered(self) -> int | None:
+        """Attempts that ``failed=`` kept out of the ring (they passed the uid
+        and cgroup filters): asked for, so not drops. None before loading."""
+        if self._final_filtered is not None or self._obj is None:
+            return self._final_filtered
+        return self._read_counter("exec_filtered")
+
     def _read_counter(self, name: str) -> int | None:
         assert self._obj is not None
         try:
@@ -483,8 +498,11 @@ class ExecEvents(RawStream[Any]):
         return f"<ExecEvents ({state})>"
 
 
+_FILTER_FAILED = {None: 0, True: 1, False: 2}  # exec.bpf.c's FILTER_ANY/FAILED/SUCCEEDED
+
+
 def _filters(uid: int | None, cgroup: str | os.PathLike[str] | None,
-             failed: bool) -> dict[str, bytes]:
+             failed: bool | None) -> dict[str, bytes]:
     """exec.bpf.c's .rodata filter values for these options ({}: none)."""
     values = {}
     if uid is not None:
@@ -495,8 +513,8 @@ def _filters(uid: int | None, cgroup: str | os.PathLike[str] | None,
         cgroup_id, level = cgroup_of(os.fspath(cgroup))  # FileNotFoundError says why
         values["filter_cgroup_id"] = struct.pack("<Q", cgroup_id)
         values["filter_cgroup_level"] = struct.pack("<I", level)
-    if failed:
-        values["filter_failed"] = b"\1"
+    if failed is not None:
+        values["filter_failed"] = bytes([_FILTER_FAILED[bool(failed)]])
     return values
 
 
@@ -505,7 +523,7 @@ def exec_events(
     ring_size: int = DEFAULT_RING_SIZE,
     uid: int | None = None,
     cgroup: str | os.PathLike[str] | None = None,
-    failed: bool = False,
+    failed: bool | None = None,
     exits: bool = False,
     **options: Unpack[StreamKwargs],
 ) -> ExecEvents | QueuedStream[Any]:
@@ -518,8 +536,11 @@ def exec_events(
 
     ``uid`` (a real uid), ``cgroup`` (a cgroup v2 directory, or its path as
     /proc/PID/cgroup shows it: that cgroup and everything below it) and
-    ``failed=True`` (only failed attempts) filter in the kernel: what they
-    leave out never enters the ring, and stats() counts only what matched.
+    ``failed`` (True: only failed attempts; False: only successful execs;
+    None, the default: both) filter in the kernel: what they leave out never
+    enters the ring, and stats() counts only what matched (filtered records
+    are not drops). :meth:`ExecEvents.filtered` counts the attempts that
+    ``failed`` alone left out.
     ``exits=True`` also yields an :class:`ExitEvent` when a process ends
     (both kinds share the ring; ``failed`` does not apply to exits).
     Examples::

@@ -22,6 +22,7 @@ from ._errors import (
     KernelTooOldError,
     MapNotFoundError,
     NotPrivilegedError,
+    TracefsError,
 )
 from ._perfbuf import PerfBuffer
 from ._queued import QueuedStream
@@ -57,7 +58,8 @@ TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")  # where libbpf l
 
 
 def check_tracefs(tracepoints: list[tuple[str, str]]) -> None:
-    """Raise NotPrivilegedError unless this process can read the tracepoints' ids.
+    """Raise NotPrivilegedError unless this process can read the tracepoints' ids
+    (TracefsError if tracefs is not mounted, or lacks one of them).
 
     libbpf reads ``events/CATEGORY/EVENT/id`` under tracefs to attach a
     tracepoint program; tracefs is root-only by default, so CAP_BPF and
@@ -81,6 +83,21 @@ def check_tracefs(tracepoints: list[tuple[str, str]]) -> None:
                     f"reading {denied} (to attach the tracepoint {category}/{event})",
                     ("CAP_DAC_READ_SEARCH",),
                 )
+            raise _missing_tracepoint(category, event)
+
+
+def _missing_tracepoint(category: str, event: str) -> TracefsError:
+    """No tracefs at all (say how to mount it), or one without this event."""
+    mounted = [root for root in TRACEFS if os.path.isdir(os.path.join(root, "events"))]
+    if not mounted:
+        return TracefsError(
+            f"tracefs is not mounted (neither {' nor '.join(TRACEFS)} has events/), so the "
+            f"tracepoint {category}/{event} cannot be attached; mount it, as root: "
+            "mount -t tracefs nodev /sys/kernel/tracing")
+    return TracefsError(
+        f"this kernel has no tracepoint {category}/{event} (no "
+        f"{os.path.join(mounted[0], 'events', category, event)}); it may lack the option "
+        "that provides it (syscall tracepoints: CONFIG_FTRACE_SYSCALLS)")
 
 
 class BpfObject:

@@ -8,7 +8,6 @@ import datetime
 import os
 import socket
 import sys
-import time
 from typing import Any
 
 import anyio
@@ -19,7 +18,6 @@ from ._cli_common import (
     EXIT_NOPERM,
     EXIT_OK,
     STDOUT_GRACE,
-    TABLE_HEADER,
     _cancel_on_signals,
     _cancel_when_set,
     _error,
@@ -28,11 +26,12 @@ from ._cli_common import (
     _silence_stdout,
     filter_from_args,
     format_json,
-    format_row,
+    table_from_args,
 )
 from ._errors import AioRingBufError, NotPrivilegedError
 from ._escape import printable, terminal
 from ._exec import DEFAULT_RING_SIZE
+from ._exec_table import Table
 from ._output import LineWriter
 from ._pin import DEFAULT_PIN_ROOT, remove_pinned
 from ._ship import DEFAULT_STREAM, RETENTIONS, ShipOptions, Shipper
@@ -178,9 +177,6 @@ async def _serve_metrics(shipper: Shipper, port: int, *,
 
 # -- aioringbuf exec --from nats://... -------------------------------------------
 
-FLEET_HEADER = f"{'HOST':<16} " + TABLE_HEADER
-
-
 def run_fleet_exec(args: argparse.Namespace) -> int:
     """`aioringbuf exec --from URL`: the table (or --json) of every shipping host."""
     status = [EXIT_OK]
@@ -192,6 +188,7 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
     from ._fleet import fleet_events
 
     accept = filter_from_args(args)
+    table = table_from_args(args, time=True)  # the hosts' clocks: TIME always
     sys.stdout.flush()
     gone = anyio.Event()
     # Written by a thread: a stalled reader never blocks the signal handling.
@@ -202,13 +199,13 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
         tg.start_soon(_cancel_when_set, gone, tg.cancel_scope)
         try:
             if not args.json:
-                out.write(FLEET_HEADER)
+                out.write(f"{'HOST':<16} " + table.header())
             with anyio.move_on_after(args.duration or float("inf")):
                 async for fe in fleet_events(args.source, follow=not args.to_end):
                     if not accept(fe.event):
                         continue
                     # the host name is the shipper's to choose: escaped like argv
-                    line = fleet_json(fe) if args.json else fleet_row(fe)
+                    line = fleet_json(fe) if args.json else fleet_row(fe, table)
                     out.write(line)
                     shown += 1
         except (AioRingBufError, OSError, asyncio.TimeoutError) as exc:
@@ -227,11 +224,9 @@ async def _fleet_main(args: argparse.Namespace, status: list[int]) -> None:
               file=sys.stderr)
 
 
-def fleet_row(fe: Any) -> str:
+def fleet_row(fe: Any, table: Table) -> str:
     """`exec`'s row with a HOST column, and the time by the exec's host's clock."""
-    clock = time.strftime("%H:%M:%S", time.localtime(fe.time_ns // 1_000_000_000))
-    row = format_row(fe.event)  # starts with the clock as this host would compute it
-    return f"{terminal(fe.host)[:16]:<16} {clock:<8}{row[8:]}"
+    return f"{terminal(fe.host)[:16]:<16} {table.row(fe.event, wall_ns=fe.time_ns)}"
 
 
 def fleet_json(fe: Any) -> str:

@@ -24,8 +24,11 @@
  *   parked entry of a successful exec, so it is never reported twice.
  *
  * Filters (set in .rodata before loading, so the verifier drops the code of
- * unused ones): a real uid, a cgroup v2 subtree, failed attempts only. What
- * they leave out never reaches the ring and is counted nowhere.
+ * unused ones): a real uid, a cgroup v2 subtree, and the result (failed
+ * attempts only, or successful execs only). What they leave out never
+ * reaches the ring; an attempt that passes the uid and cgroup filters but
+ * not the result filter is counted in exec_filtered (not a drop: it was
+ * asked for), so a user can be told what the result filter hid.
  *
  * Accounting: a record that the ring has no room for is counted in
  * events_drops (stats().kernel_drops), one it took in events_written. An entry that cannot be parked
@@ -59,6 +62,10 @@
 #define EXEC_F_DELETED 16           /* the executed file has no name left */
 #define EXEC_F_MEMFD 32             /* the executed file is a memfd */
 #define EXEC_F_NO_ENTRY 64          /* no syscall entry was seen: dirfd unknown */
+
+#define FILTER_ANY 0       /* filter_failed: every attempt */
+#define FILTER_FAILED 1    /* only failed attempts */
+#define FILTER_SUCCEEDED 2 /* only successful execs */
 
 #define AT_FDCWD_ -100
 #define AUDIT_UID_UNSET 0xffffffffU
@@ -135,7 +142,7 @@ struct exec_start {
 const volatile __u32 filter_uid = AUDIT_UID_UNSET; /* real uid; -1: any */
 const volatile __u64 filter_cgroup_id = 0;         /* 0: any */
 const volatile __u32 filter_cgroup_level = 0;      /* its depth below the root */
-const volatile __u8 filter_failed = 0;             /* only failed attempts */
+const volatile __u8 filter_failed = 0; /* FILTER_ANY, FILTER_FAILED or FILTER_SUCCEEDED */
 const volatile __u8 want_exits = 0;                /* also report exits */
 
 /* 8 MiB: about 40,000 typical records, so a burst of execs waits for a busy
@@ -174,6 +181,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } exec_enter_drops SEC(".maps");
+
+/* Attempts that the result filter (filter_failed) kept out of the ring. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_filtered SEC(".maps");
 
 /* Does the current task pass the uid and cgroup filters? */
 static __always_inline bool wanted(void)
@@ -351,8 +366,12 @@ int BPF_PROG(on_process_exec, struct task_struct *p, pid_t old_pid, struct linux
 
 		bpf_map_update_elem(&exec_time, &tgid, &now, BPF_ANY);
 	}
-	if (filter_failed || !wanted())
+	if (!wanted())
 		return 0;
+	if (filter_failed == FILTER_FAILED) {
+		aiorb_count_drop(&exec_filtered); /* a plain per-CPU count */
+		return 0;
+	}
 	b = scratch_buf();
 	if (!b)
 		return 0;
@@ -510,6 +529,10 @@ static __always_inline int on_exit(long ret)
 		return 0; /* succeeded (reported), entered before we attached, or filtered */
 	if (ret >= 0)
 		goto forget; /* cannot happen: sched_process_exec forgot it */
+	if (filter_failed == FILTER_SUCCEEDED) {
+		aiorb_count_drop(&exec_filtered); /* parked, so it passed wanted() */
+		goto forget;
+	}
 	b = scratch_buf();
 	if (!b)
 		goto forget;

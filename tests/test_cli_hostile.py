@@ -76,7 +76,7 @@ def test_table_shows_controls_and_bad_bytes_as_visible_escapes(kernel, tmp_path)
     _assert_no_controls(out)
     (row,) = [line for line in out.splitlines() if mark in line]  # one row: none forged
     assert "07:50:35 sshd" not in out.replace(row, "")
-    assert row.split()[1] == "\\x1b[2J\\x1b]0;t\\x07\\r"  # PCOMM, visible
+    assert row.split()[0] == "\\x1b[2J\\x1b]0;t\\x07\\r"  # PCOMM, visible
     assert f"{mark}\\x1b[8m" in row
     assert "\\r\\n07:50:35 sshd" in row
     assert "\\x7f\\u009b31m\\u202e" in row
