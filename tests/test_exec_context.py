@@ -200,6 +200,30 @@ async def test_failed_filter_keeps_only_failures(kernel, anyio_backend, tmp_path
     assert got[0].ret == -errno.ENOENT and got[0].filename == missing
 
 
+async def test_success_filter_keeps_failures_out_and_counts_them(kernel, anyio_backend,
+                                                                  cgroup_root) -> None:
+    """failed=False (the CLI's default): no failed attempt enters the ring;
+    filtered() counts each one that the uid/cgroup filters let through."""
+    mark = marker()
+    group = cgroup_root / "succeeded"
+    group.mkdir()
+    missing = str(cgroup_root / "missing")
+    fail = f'for i in 1 2 3; do "{missing}" {mark}; done; exec {TRUE} {mark}'
+    async with exec_events(failed=False, cgroup=group) as events:
+        assert events.filtered() == 0
+        shell = spawn_in(group, ["/bin/sh", "-c", fail])
+        await wait(shell)
+        got = await collect(events, lambda e: mark in e.argv and e.filename == TRUE, 1)
+        with anyio.move_on_after(0.5):
+            while True:
+                got.append(await events.receive())
+        assert events.filtered() == 3  # the cgroup holds our three failures only
+        assert events.stats().kernel_drops == 0  # filtered is not dropped
+    assert all(ev.ret == 0 for ev in got)
+    assert [ev.pid for ev in got if ev.filename == TRUE] == [shell.pid]
+    assert events.filtered() == 3  # kept after close
+
+
 def test_bad_filters_fail_at_the_call() -> None:
     with pytest.raises(ValueError, match="uid"):
         exec_events(uid=-1)
