@@ -352,7 +352,8 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     # The decoding statements, shared by the decoder and the ring walk made
     # for it (_ring.specialized_walk): buf, off and n in, ev out.
     stmts = [check]
-    if tail is None and args == [f"v[{i}]" for i in range(slot)]:
+    one_call = tail is None and args == [f"v[{i}]" for i in range(slot)]
+    if one_call:
         stmts.append("ev = _cls(*_unpack(buf, off))")  # scalars and Bytes only: no tuple indexing
     else:
         if slot:
@@ -369,7 +370,12 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     }
     exec(compile(src, f"<aioringbuf decoder for {cls.__qualname__}>", "exec"), namespace)
     py_decode = namespace["decode"]
-    py_decode.ring_walk = specialized_walk(stmts, namespace, cls.__qualname__)
+    # A layout of scalars and Bytes that decodes with one positional call
+    # which only stores the values: its ring walk takes runs of records as
+    # blocks (see _ring._BLOCK).
+    flat = one_call and _cannot_fail(cls)
+    py_decode.ring_walk = specialized_walk(stmts, namespace, cls.__qualname__,
+                                           fixed.format if flat else None, size)
     layout = Layout(offsets, size, max_align, tail is not None)
     tail_kind = "" if tail is None else tail.kind.__name__  # bytes, str or list
     direct = tuple(names) if _plain_constructor(cls) else None
@@ -380,15 +386,20 @@ def _compile(cls: type) -> tuple[Layout, Decoder, Decoder | None]:
     return result
 
 
+def _cannot_fail(cls: type) -> bool:
+    """Whether ``cls(*values)`` of the right number of values cannot raise:
+    no ``__post_init__``, every field positional."""
+    return (getattr(cls, "__post_init__", None) is None
+            and tuple(getattr(cls, "__match_args__", ())) == tuple(cls.__struct_fields__))
+
+
 def _plain_constructor(cls: type) -> bool:
     """Whether ``cls(*values)`` only stores the values: untracked (gc=False),
     no ``__post_init__``, every field positional. Then the native decoder may
     fill the instance's slots itself, which is all msgspec would do."""
-    if getattr(cls, "__post_init__", None) is not None or cls.__struct_config__.gc:
-        return False
     # msgspec leaves keyword-only fields out of __match_args__. Unlike
     # inspect.signature(), this needs no annotations resolved.
-    return tuple(getattr(cls, "__match_args__", ())) == tuple(cls.__struct_fields__)
+    return not cls.__struct_config__.gc and _cannot_fail(cls)
 
 
 def decode(event_type: type | None, record: bytes) -> Any:

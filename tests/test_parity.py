@@ -207,9 +207,9 @@ def mirrored(data: bytes | bytearray) -> bytearray:
     return bytearray(data) + bytearray(data)
 
 
-def ring_from(items: list[tuple], shift: int) -> tuple[bytearray, int]:
+def ring_from(items: list[tuple], shift: int, size: int = SIZE) -> tuple[bytearray, int]:
     """A ring data area holding ``items`` from position ``shift``: (buffer, end)."""
-    area = bytearray(SIZE)
+    area = bytearray(size)
     pos = shift
     for what, body, flags in items:
         if what == "record":
@@ -217,10 +217,10 @@ def ring_from(items: list[tuple], shift: int) -> tuple[bytearray, int]:
             rec += bytes(_ring.record_span(len(body)) - len(rec))
         else:
             rec = struct.pack("<II", body | flags, 0)
-        if pos - shift + len(rec) > SIZE - 8:
+        if pos - shift + len(rec) > size - 8:
             break  # keep to one ring's worth, as the kernel does
         for i, b in enumerate(rec):
-            area[(pos + i) % SIZE] = b
+            area[(pos + i) % size] = b
         pos += len(rec)
     return mirrored(area), pos
 
@@ -257,6 +257,103 @@ def test_ring_walks_match_on_random_bytes(area, cons, length, budget, strict, ki
     compare_walks(_ring.walk, fastring.walk,
                   (mirrored(area), 0, SIZE - 1, cons + 3 * SIZE, cons + 3 * SIZE + length,
                    budget), strict, kind)
+
+
+# Runs of records of the one size a fixed layout takes, which the Python
+# walk made for it reads as blocks (_ring._BLOCK): long runs, broken by a
+# discard, a BUSY record, a record of another size or the producer position
+# (in the middle of a record, too), cut by the budget, wrapping through the
+# double mapping.
+
+
+class Padded(Event):
+    """Padding inside and at the end: 24 bytes, a 32-byte span in the ring."""
+
+    a: U8
+    b: U64
+    c: S16
+    raw: Bytes[3]
+
+
+RUNS_SIZE = 4096
+RUN_KINDS = {"fixed": Fixed, "padded": Padded, "post-init": PostInit, "kw-only": KwOnly}
+
+
+def run_decoders(kind: str) -> list[tuple[str, Any, Any]]:
+    if kind == "fixed":
+        return decoders("fixed")
+    py, native = both(RUN_KINDS[kind])
+    return [(kind, py, native), (f"{kind}/unspecialized", lambda *a: py(*a), native)]
+
+
+@st.composite
+def runs(draw: Any, size: int) -> list[tuple]:
+    """Items for ring_from: runs of ``size``-byte records, and odd ones between."""
+    items: list[tuple] = []
+    for _ in range(draw(st.integers(0, 6))):
+        count = draw(st.integers(0, 70))
+        body = draw(st.binary(min_size=size, max_size=size))
+        items += [("record", body[i % size:] + body[:i % size], 0) for i in range(count)]
+        items += draw(st.lists(st.one_of(
+            st.tuples(st.just("record"), st.binary(min_size=size, max_size=size), RING_FLAGS),
+            RING_ITEMS), max_size=2))
+    return items
+
+
+def compare_run_walks(kind: str, head: tuple, strict: bool) -> None:
+    for label, py_dec, c_dec in run_decoders(kind):
+        got = []
+        for walk, dec in [(_ring.walk, py_dec), (fastring.walk, c_dec)]:
+            events: list[Any] = []
+            starts = array.array("Q")
+            try:
+                pos, stop, errors, skipped, error = walk(*head, dec, events, starts, strict)
+                out: Any = (pos, int(stop), errors, skipped,
+                            None if error is None else failure(error))
+            except BaseException as exc:
+                out, starts = failure(exc), None
+            got.append((out, events, starts))
+        assert got[0][:2] == got[1][:2], label
+        if got[1][2] is not None:  # C hands an array its starts at the end: none after a raise
+            assert got[0][2] == got[1][2], label
+
+
+@pytest.mark.timeout(240)  # a few thousand walks: slow on a loaded machine
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.data(),
+    kind=st.sampled_from(sorted(RUN_KINDS)),
+    shift=st.integers(0, RUNS_SIZE // 8 - 1).map(lambda k: k * 8),
+    cut=st.integers(-16, 0).map(lambda k: k * 4),
+    budget=st.one_of(st.integers(0, 12), st.integers(0, 300)),
+    strict=st.booleans(),
+)
+def test_ring_walks_match_on_runs_of_fixed_records(data, kind, shift, cut, budget,
+                                                    strict) -> None:
+    size = _codec.layout_of(RUN_KINDS[kind]).size
+    buf, end = ring_from(data.draw(runs(size)), shift, RUNS_SIZE)
+    prod = max(shift, end + cut)
+    compare_run_walks(kind, (buf, 0, RUNS_SIZE - 1, shift, prod, budget), strict)
+
+
+def test_a_long_run_is_read_whole_and_a_busy_record_ends_it() -> None:
+    """Deterministic: 300 records, the 200th BUSY; then with it committed."""
+    size = _codec.layout_of(Padded).size
+    body = bytes(range(size))
+    items = [("record", body[i % 7:] + body[:i % 7], 0) for i in range(300)]
+    items[199] = ("record", body, _ring.BUSY_BIT)
+    for busy in (True, False):
+        if not busy:
+            items[199] = ("record", body, 0)
+        buf, end = ring_from(items, RUNS_SIZE - 64, 16384)
+        for budget in (1000, 150, 7):
+            compare_run_walks("padded", (buf, 0, 16383, RUNS_SIZE - 64, end, budget), False)
+        events: list[Any] = []
+        res = _codec.decoders_for(Padded)[0].ring_walk(
+            buf, 0, 16383, RUNS_SIZE - 64, end, 1000, None, events, None, False)
+        assert len(events) == (199 if busy else 300)
+        assert res[1] == (_ring.Stop.BUSY if busy else _ring.Stop.EMPTY)
+        assert events[5] == Padded(*struct.unpack("<B7xQh3s3x", body[5:] + body[:5]))
 
 
 def test_a_record_running_past_the_producer_position_is_corrupt_in_both() -> None:
