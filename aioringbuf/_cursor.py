@@ -15,8 +15,11 @@ derives from ``Cursor`` and keeps its ready items in three attributes:
 ``_anext_slow()``, which refills the three (or raises). This module is the
 pure-Python reference; ``_fastring.Cursor`` is its C twin (same attributes,
 same contract), whose ``__anext__`` returns an already-completed awaitable
-instead of creating a coroutine per item. ``_fast`` picks one.
-See docs/architecture.md, "The cursor".
+instead of creating a coroutine per item. ``_fast`` picks one. Here
+``__anext__`` stays a coroutine: in Python a prepared awaitable needs a
+generator per await (dearer), and an async generator would not be the
+stream and would end at the first exception through it (see
+docs/architecture.md, "The cursor" and "The pure-Python path").
 """
 
 from __future__ import annotations
