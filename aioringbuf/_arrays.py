@@ -15,15 +15,15 @@ overflow policies; the three may be mixed on one stream:
   is ready in the queue into one array (:class:`QueuedArrays`).
 
 Until a step returns, its records are the stream's current batch
-(``_nbatch``, ``_starts``, ``_batch_end``, with nothing for ``async for`` to
-index), so closing and stats treat them as undelivered; once returned they
-are delivered and their space goes back to the kernel at once (the array
-is a copy), not at the next step as for ``batches()``.
+(``RawStream._hold``: with nothing for ``async for`` to index), so closing
+and stats treat them as undelivered; once returned they are delivered and
+their space goes back to the kernel at once (``_deliver_all``: the array
+is a copy), not at the next step as for ``batches()``. The stream's state
+is changed only through those step methods of RawStream.
 """
 
 from __future__ import annotations
 
-import array
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -51,12 +51,11 @@ class Arrays:
     async def __anext__(self) -> Any:
         s = self._stream
         try:
-            i = s._idx
-            if i < s._nbatch:  # the rest of a batch another style began
-                arr, _, _ = s._source.read_columns(self._cols, s._nbatch - i, False,
-                                                   (s._starts[i], s._batch_end))
-                s._idx = s._nbatch
-                s._retire_batch()
+            rest = s._rest_span()
+            if rest is not None:  # the rest of a batch another style began
+                start, end, count = rest
+                arr, _, _ = s._source.read_columns(self._cols, count, False, (start, end))
+                s._deliver_all()
                 return arr
             return await _fill(s, self._cols)
         except anyio.get_cancelled_exc_class():
@@ -68,13 +67,7 @@ class Arrays:
 async def _fill(s: Any, cols: Columns) -> Any:
     """RawStream._fill_batch, into one array: wait for committed records,
     copy them out, and hand them over as one delivered batch."""
-    s._check_open()
-    s._retire_batch()
-    if s._pending_error is not None:
-        err, s._pending_error = s._pending_error, None
-        raise err
-    if s._source is None:  # exec_events(): loads on the first step
-        await s._open_source()
+    await s._begin_fill()
     budget = s.maxsize  # not s._budget: a step costs a small fraction of a batch's
     waited = False
     while True:
@@ -82,25 +75,19 @@ async def _fill(s: Any, cols: Columns) -> Any:
         src = s._source
         arr, start, res = src.read_columns(cols, budget, s._strict)
         pos, busy, discarded, decode_errors, error, _ = res
-        s._discarded += discarded
-        s._decode_errors += decode_errors
+        s._count_skipped(discarded, decode_errors)
         if arr is not None:
-            n = len(arr)
             # Undelivered until returned: close() in the meantime retires it as such.
-            s._batch, s._starts, s._nbatch, s._idx = [], array.array("Q", [start]), n, 0
-            s._batch_end = pos
-            s._peak = max(s._peak, n)
-            s._pending_error = error
+            s._hold(len(arr), start, pos, error)
             if not waited:
                 try:
                     await anyio.lowlevel.checkpoint()  # one yield per batch, as _fill_batch
                 except BaseException:
-                    if not s._closed:
-                        _as_events(s)
+                    if not s.closed:
+                        s._hold_as_events()  # any style takes them next
                     raise
                 s._check_open()
-            s._idx = n
-            s._retire_batch()  # a copy: the kernel may have the space back now
+            s._deliver_all()  # a copy: the kernel may have the space back now
             return arr
         src.commit(pos)  # skipped discards / bad records
         if error is not None:
@@ -112,15 +99,6 @@ async def _fill(s: Any, cols: Columns) -> Any:
         else:
             await anyio.lowlevel.checkpoint()  # more came meanwhile: read it next
         waited = True
-
-
-def _as_events(s: Any) -> None:
-    """A cancelled step leaves its records undelivered, as an event batch that
-    any style can take next: decoded again from the ring, where they still are."""
-    events: list[Any] = []
-    starts: array.array[int] = array.array("Q")
-    s._source.reread(s._starts[0], s._batch_end, events, starts)
-    s._batch, s._starts, s._nbatch, s._idx = events, starts, len(events), 0
 
 
 class QueuedArrays:

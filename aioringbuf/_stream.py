@@ -184,18 +184,7 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
 
     async def _fill_batch(self) -> None:
         """Retire the used-up batch, then wait for and read a non-empty one (idx 0)."""
-        self._check_open()
-        if self._broken is not None:
-            raise anyio.BrokenResourceError(
-                f"{self._kind} {self.name!r} cannot be read any more: {self._broken}"
-            ) from self._broken
-        self._retire_batch()
-        if self._pending_error is not None:
-            err, self._pending_error = self._pending_error, None
-            raise err
-        src = self._source
-        if src is None:
-            src = await self._open_source()
+        src = await self._begin_fill()
         waited = False
         while True:
             self._check_open()
@@ -233,6 +222,24 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
                 await anyio.lowlevel.checkpoint()  # more came meanwhile: read it next
             waited = True
 
+    async def _begin_fill(self) -> Source:
+        """What every step that reads anew does first: refuse a closed or
+        broken stream, retire the used-up batch, raise the error that ended
+        it, open the source (if lazy). Returns the source."""
+        self._check_open()
+        if self._broken is not None:
+            raise anyio.BrokenResourceError(
+                f"{self._kind} {self.name!r} cannot be read any more: {self._broken}"
+            ) from self._broken
+        self._retire_batch()
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            raise err
+        src = self._source
+        if src is None:
+            src = await self._open_source()
+        return src
+
     def _retire_batch(self) -> None:
         """Hand the delivered part of the batch's space back to the kernel."""
         if not self._nbatch:
@@ -248,6 +255,42 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
         self._idx = self._nbatch = 0
         if not self._closed:
             src.commit(pos)
+
+    # -- steps for consumers that copy records out themselves (arrays()) -----
+
+    def _rest_span(self) -> tuple[int, int, int] | None:
+        """``(start, end, count)`` of the current batch's undelivered records, or None."""
+        i = self._idx
+        if i >= self._nbatch:
+            return None
+        return self._starts[i], self._batch_end, self._nbatch - i
+
+    def _count_skipped(self, discarded: int, decode_errors: int) -> None:
+        self._discarded += discarded
+        self._decode_errors += decode_errors
+
+    def _hold(self, count: int, start: int, end: int, error: BaseException | None) -> None:
+        """Make ``count`` records read from ``start`` to ``end`` the current batch,
+        undelivered and with no events to index, and ``error`` the one that
+        follows them: closing or stats meanwhile count them as undelivered."""
+        self._batch, self._starts, self._nbatch, self._idx = [], array.array("Q", [start]), count, 0
+        self._batch_end = end
+        self._peak = max(self._peak, count)
+        self._pending_error = error
+
+    def _hold_as_events(self) -> None:
+        """The held records as an event batch any style can take next, decoded
+        again from the ring, where they still are (a step that did not finish)."""
+        assert self._source is not None
+        events: list[Any] = []
+        starts: array.array[int] = array.array("Q")
+        self._source.reread(self._starts[0], self._batch_end, events, starts)
+        self._batch, self._starts, self._nbatch, self._idx = events, starts, len(events), 0
+
+    def _deliver_all(self) -> None:
+        """The rest of the current batch is delivered: its space goes back now."""
+        self._idx = self._nbatch
+        self._retire_batch()
 
     # -- waiting ------------------------------------------------------------
 
