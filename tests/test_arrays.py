@@ -4,6 +4,7 @@ closing and overflow policies of batches(), as numpy structured arrays."""
 from __future__ import annotations
 
 import itertools
+import struct
 
 import anyio
 import pytest
@@ -195,6 +196,26 @@ async def test_overload_accounting_per_policy(ringgen_factory, overflow: str) ->
         assert s.queue_drops == 0 and s.kernel_drops > 0
     else:
         assert s.queue_drops > 0
+
+
+async def test_a_corrupt_ring_breaks_every_style(ringgen_factory) -> None:
+    """After the walk found a record running past the producer position, each
+    style says the stream is broken (arrays() too), not "corrupt" again."""
+    from aioringbuf._ring import RingCorrupt
+
+    gen = ringgen_factory()
+    async with gen.obj.ring_buffer("events", Seq8) as rb:
+        gen.produce(1, struct.pack("<II", 1000, 0))  # a length of 1000 inside the record
+        # A stand-in for a kernel bug: the consumer position lands inside the
+        # record (after its header and seq), on that length.
+        mem = rb._source._mem
+        mem.publish_consumer_pos(mem.consumer_pos() + 16)
+        with pytest.raises(RingCorrupt, match="claims 1000 bytes"):
+            await rb.batches().__anext__()
+        for step in (rb.__anext__, rb.batches().__anext__, rb.arrays().__anext__):
+            with pytest.raises(anyio.BrokenResourceError, match="cannot be read any more"):
+                await step()
+    assert rb.closed
 
 
 async def test_types_without_columns_are_refused(ringgen_factory) -> None:
