@@ -29,32 +29,38 @@ helpers of exec tools (filters, text escaping) in :mod:`aioringbuf.exec`.
 The layers below are private: docs/architecture.md.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from ._broadcast import Broadcast, SlowSubscriberError
-from ._codec import S8, S16, S32, S64, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail
-from ._errors import (
-    AioRingBufError,
-    BpfObjectError,
-    ConsumerBusyError,
-    DecodeError,
-    EventLayoutError,
-    KernelTooOldError,
-    MapNotFoundError,
-    MapSizeError,
-    MissingDependencyError,
-    NotPrivilegedError,
-    RecordSizeError,
-    RingSizeError,
-    UnsupportedMapError,
-    WrongMapTypeError,
-)
-from ._exec import ExecEvent, exec_events
-from ._loader import load
-from ._metrics import register as register_metrics
-from ._perfbuf import PerfBuffer
-from ._ringbuf import RingBuffer
-from ._stats import StreamStats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names are, for type checkers and readers
+    from . import exec as exec
+    from . import types as types
+    from ._broadcast import Broadcast, SlowSubscriberError
+    from ._codec import S8, S16, S32, S64, U8, U16, U32, U64, Array, Bytes, CStr, Event, Tail
+    from ._errors import (
+        AioRingBufError,
+        BpfObjectError,
+        ConsumerBusyError,
+        DecodeError,
+        EventLayoutError,
+        KernelTooOldError,
+        MapNotFoundError,
+        MapSizeError,
+        MissingDependencyError,
+        NotPrivilegedError,
+        RecordSizeError,
+        RingSizeError,
+        UnsupportedMapError,
+        WrongMapTypeError,
+    )
+    from ._exec import ExecEvent, exec_events
+    from ._loader import load
+    from ._metrics import register as register_metrics
+    from ._perfbuf import PerfBuffer
+    from ._ringbuf import RingBuffer
+    from ._stats import StreamStats
 
 __version__ = "0.1.0"
 
@@ -85,13 +91,44 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _MOVED.get(name)
-    if where is None:
-        raise AttributeError(f"module 'aioringbuf' has no attribute {name!r}")
-    raise AttributeError(f"aioringbuf.{name} is not in the package root any more: "
-                         f"import it from {where}")
+# Where each root name lives. The root imports nothing until a name is
+# used (PEP 562): `import aioringbuf` is cheap, and the `aioringbuf`
+# command can catch a Ctrl-C while the heavy modules load.
+_HOME = {
+    **dict.fromkeys(("Broadcast", "SlowSubscriberError"), "._broadcast"),
+    **dict.fromkeys(("S8", "S16", "S32", "S64", "U8", "U16", "U32", "U64", "Array", "Bytes",
+                     "CStr", "Event", "Tail"), "._codec"),
+    **dict.fromkeys(("AioRingBufError", "BpfObjectError", "ConsumerBusyError", "DecodeError",
+                     "EventLayoutError", "KernelTooOldError", "MapNotFoundError",
+                     "MapSizeError", "MissingDependencyError", "NotPrivilegedError",
+                     "RecordSizeError", "RingSizeError", "UnsupportedMapError",
+                     "WrongMapTypeError"), "._errors"),
+    **dict.fromkeys(("ExecEvent", "exec_events"), "._exec"),
+    "load": "._loader",
+    "register_metrics": "._metrics",
+    "PerfBuffer": "._perfbuf",
+    "RingBuffer": "._ringbuf",
+    "StreamStats": "._stats",
+}
+_RENAMED = {"register_metrics": "register"}
+_SUBMODULES = ("exec", "types")
 
-# The two public submodules, so that `import aioringbuf` is enough for them.
-from . import exec as exec  # noqa: E402
-from . import types as types  # noqa: E402
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is not None:
+        value = getattr(importlib.import_module(home, __name__), _RENAMED.get(name, name))
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        where = _MOVED.get(name)
+        if where is None:
+            raise AttributeError(f"module 'aioringbuf' has no attribute {name!r}")
+        raise AttributeError(f"aioringbuf.{name} is not in the package root any more: "
+                             f"import it from {where}")
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *_SUBMODULES})

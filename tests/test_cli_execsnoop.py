@@ -333,3 +333,40 @@ def test_ctrl_c_during_start_up_is_one_line_and_status_130(kernel) -> None:
         assert out == ""
         return
     pytest.fail("SIGINT never landed during start-up in 10 tries")
+
+
+def _maps_msgspec(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "msgspec/_core" in f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_ctrl_c_while_the_modules_import_is_one_line_and_status_130() -> None:
+    """SIGINT while `python -m aioringbuf` is still importing the command's
+    modules (msgspec's extension is mapped, no BPF object exists yet): one
+    line and 128 + SIGINT, not a traceback. The package root imports nothing
+    itself, so the command's own code is running by then."""
+    for _ in range(10):
+        with Cli() as cli:
+            pid = cli.proc.pid
+            deadline = time.monotonic() + 30
+            while not _maps_msgspec(pid) and cli.proc.poll() is None:
+                assert time.monotonic() < deadline, "never started importing"
+                time.sleep(0.0005)
+            landed_in_import = _bpf_fds(pid) == 0
+            cli.proc.send_signal(signal.SIGINT)
+            status, out, err = cli.stop(sig=0)
+        assert "Traceback" not in err, err
+        if "tracing" in err:  # start-up won the race: a normal end
+            assert status == 0, err
+            continue
+        assert status == 130, err
+        (line,) = err.strip().splitlines()
+        assert out == ""
+        if line == "aioringbuf: interrupted (SIGINT) while starting; nothing was traced":
+            assert landed_in_import
+            return
+        assert line == "aioringbuf exec: interrupted (SIGINT) while starting; nothing was traced"
+    pytest.fail("SIGINT never landed while the modules imported in 10 tries")
