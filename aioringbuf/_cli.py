@@ -34,7 +34,6 @@ from ._cli_common import (
     _json,
     _setter,
     _silence_stdout,
-    _valid_utf8,
     backend_or_error,
     filter_from_args,
     format_json,
@@ -101,7 +100,7 @@ def format_exit_json(ev: ExitEvent) -> str:
     """An exit as one JSON object, with "event": "exit" and "time"."""
     wall = ev.wall_time_ns
     when = datetime.datetime.fromtimestamp(wall // 1_000_000_000, datetime.timezone.utc)
-    record = _valid_utf8(msgspec.structs.asdict(ev))
+    record = msgspec.structs.asdict(ev)  # lossless, as ExecEvent's line: comm is valid Unicode
     record["since_exec"] = ev.since_exec
     doc = {"event": "exit", "time": f"{when:%Y-%m-%dT%H:%M:%S}.{wall % 1_000_000_000:09d}Z",
            **record}
@@ -152,7 +151,7 @@ class ExecRun:
 def run_exec(args: argparse.Namespace) -> int:
     """Run `aioringbuf exec` on the chosen backend; returns the exit status."""
     if args.json_schema:
-        print(json_schema())
+        print(json_schema(exits=args.exits))
         return EXIT_OK
     if args.source:
         if args.timestamp:

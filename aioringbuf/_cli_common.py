@@ -20,8 +20,7 @@ import anyio.from_thread
 import anyio.lowlevel
 import msgspec
 
-from ._escape import printable
-from ._exec import ExecEvent, ExecFilter
+from ._exec import ExecEvent, ExecFilter, ExitEvent
 from ._exec_table import Table
 
 EXIT_OK = 0
@@ -97,20 +96,24 @@ def format_json(ev: ExecEvent) -> str:
     return _json.encode(ev).decode()
 
 
-def json_schema() -> str:
-    """The JSON Schema of :func:`format_json`'s objects."""
-    return msgspec.json.format(msgspec.json.encode(msgspec.json.schema(ExecEvent))).decode()
-
-
-def _valid_utf8(record: dict[str, Any]) -> dict[str, Any]:
-    """Every string field (comm, pcomm, cgroup, argv, ...) as valid UTF-8 for JSON:
-    any of them may hold bytes a traced process chose."""
-    for key, value in record.items():
-        if isinstance(value, str):
-            record[key] = printable(value)
-        elif isinstance(value, list):
-            record[key] = [printable(v) if isinstance(v, str) else v for v in value]
-    return record
+def json_schema(exits: bool = False) -> str:
+    """The JSON Schema of :func:`format_json`'s objects; with ``exits``, of
+    those or `aioringbuf exec --exits`'s exit objects (ExitEvent's fields and
+    "event", "time", "since_exec")."""
+    if not exits:
+        schema = msgspec.json.schema(ExecEvent)
+    else:
+        refs, defs = msgspec.json.schema_components([ExecEvent, ExitEvent])
+        exit_def = defs["ExitEvent"]
+        exit_def["properties"] = {
+            "event": {"const": "exit"},
+            "time": {"type": "string", "format": "date-time"},
+            **exit_def["properties"],
+            "since_exec": {"type": "boolean"},
+        }
+        exit_def["required"] = ["event", "time", *exit_def["required"], "since_exec"]
+        schema = {"anyOf": list(refs), "$defs": defs}
+    return msgspec.json.format(msgspec.json.encode(schema)).decode()
 
 
 async def _cancel_on_signals(

@@ -188,6 +188,12 @@ def decoder_for(event_type: type | None) -> Decoder:
     custom = getattr(event_type, "__aioringbuf_decoder__", None)
     if custom is not None:
         return custom()
+    return compiled_decoder(event_type)
+
+
+def compiled_decoder(event_type: type) -> Decoder:
+    """The decoder built from ``event_type``'s fields, past any
+    ``__aioringbuf_decoder__``: for a hook that adjusts what the layout decodes."""
     _, py, native = _compile(event_type)
     return native or py
 

@@ -34,7 +34,7 @@ import msgspec
 
 from . import _syscall
 from ._cgroup import CgroupPaths, cgroup_of
-from ._codec import S32, U32, U64, CStr, Event
+from ._codec import S32, U32, U64, CStr, Event, compiled_decoder
 from ._errors import DecodeError, RecordSizeError
 from ._kerneltext import kernel_text
 from ._loader import BpfObject, load
@@ -265,6 +265,10 @@ class ExitEvent(Event):
     exec (``since_exec``), or from its start if no exec was seen (a forked
     child that never exec'd, or one exec'd before tracing started).
     ``comm`` is its name, ``uid`` its real uid, ``ts_ns`` CLOCK_MONOTONIC.
+
+    ``comm`` is text as in :class:`ExecEvent` (bytes that are not UTF-8 as
+    U+10FF00 + byte), so ``msgspec.json.encode(ev)`` always works and
+    ``msgspec.json.decode(data, type=ExitEvent) == ev``.
     """
 
     __aioringbuf_tag__: ClassVar[int] = KIND_EXIT
@@ -289,6 +293,20 @@ class ExitEvent(Event):
     def wall_time_ns(self) -> int:
         """``ts_ns`` as nanoseconds since the Unix epoch (CLOCK_REALTIME)."""
         return self.ts_ns + _REALTIME_OFFSET_NS
+
+    @classmethod
+    def __aioringbuf_decoder__(cls) -> Callable[[Any, int, int], ExitEvent]:
+        """The codec's hook: the compiled decoder (C or Python), then ``comm``
+        as kernel text; ``CStr`` alone would keep odd bytes as surrogates."""
+        decode = compiled_decoder(cls)
+
+        def decode_exit(buf: Any, off: int, n: int) -> ExitEvent:
+            ev: ExitEvent = decode(buf, off, n)
+            if not ev.comm.isascii():  # exact bytes back from surrogateescape, then re-read
+                ev.comm = kernel_text(ev.comm.encode("utf-8", "surrogateescape"))
+            return ev
+
+        return decode_exit
 
 
 _EXEC_OR_EXIT = tagged(ExecEvent, ExitEvent)

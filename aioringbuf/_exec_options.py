@@ -101,7 +101,9 @@ type=ExecEvent) turns back into the same event. Each byte that is not UTF-8
 is the character U+10FF00 + byte (the byte 0xff is U+10FFFF), so a real
 backslash stays a backslash; aioringbuf.exec.kernel_bytes(s) gives the bytes
 back. --json-schema prints the JSON Schema of these objects. With --exits,
-exits are {"event": "exit", ...} objects. --max-args and -q shape the table
+exits are {"event": "exit", ...} objects, every field of
+aioringbuf.exec.ExitEvent (its comm in the same lossless form) plus "time"
+and "since_exec"; --exits --json-schema covers both kinds. --max-args and -q shape the table
 only: JSON always has the whole argv the kernel kept.
 
 --name and --line take RE2 patterns (google-re2, pip install

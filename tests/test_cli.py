@@ -24,7 +24,7 @@ from cgroups import spawn_in
 from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
 
-from aioringbuf.exec import ExecEvent, kernel_bytes
+from aioringbuf.exec import ExecEvent, ExitEvent, kernel_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
@@ -415,6 +415,48 @@ def test_exits_show_code_signal_and_time(kernel, cgroup_root) -> None:
     (ev,) = [e for e in json_events(jout) if e.get("event") == "exit"]
     assert (ev["pid"], ev["signal"], ev["exit_code"], ev["comm"]) == (killed.pid, 9, 0, "sleep")
     assert ev["since_exec"] and ev["duration_ns"] > 0
+
+
+NOT_UTF8 = "import ctypes; ctypes.CDLL(None).prctl(15, b'\\xff\\xfe-aiorb\\xc3', 0, 0, 0); exit(5)"
+
+
+def test_an_exit_with_a_comm_that_is_not_utf8_round_trips_as_json(kernel, cgroup_root) -> None:
+    """prctl(PR_SET_NAME) gives the process a name that is not UTF-8; its
+    exit line decodes back to the ExitEvent with those exact bytes."""
+    group = cgroup_root / "exit-name"
+    group.mkdir()
+    with Cli("--json", "--exits", "--cgroup", str(group)) as cli:
+        cli.wait_ready()
+        child = spawn_in(group, [sys.executable, "-c", NOT_UTF8])
+        assert child.wait(timeout=20) == 5
+        status, out, err = cli.stop()
+    assert status == 0, err
+    (line,) = [ln for ln in out.splitlines()
+               if json.loads(ln).get("event") == "exit" and json.loads(ln)["pid"] == child.pid]
+    ev = msgspec.json.decode(line, type=ExitEvent)
+    assert kernel_bytes(ev.comm) == b"\xff\xfe-aiorb\xc3"
+    assert (ev.exit_code, ev.signal, ev.ppid) == (5, 0, os.getpid())
+    doc = json.loads(line)
+    assert {k: doc[k] for k in ev.__struct_fields__} == msgspec.to_builtins(ev)
+    assert doc["since_exec"] is ev.since_exec is True
+
+
+def test_exits_json_schema_describes_exit_lines_too(kernel, cgroup_root) -> None:
+    proc = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--exits", "--json-schema"],
+                          capture_output=True, text=True, env=env(), timeout=60, check=True)
+    schema = json.loads(proc.stdout)
+    assert schema["anyOf"] == [{"$ref": "#/$defs/ExecEvent"}, {"$ref": "#/$defs/ExitEvent"}]
+    assert schema["$defs"]["ExecEvent"] == msgspec.json.schema(ExecEvent)["$defs"]["ExecEvent"]
+    exit_def = schema["$defs"]["ExitEvent"]
+    group = cgroup_root / "exit-schema"
+    group.mkdir()
+    with Cli("--json", "--exits", "--cgroup", str(group)) as cli:
+        cli.wait_ready()
+        spawn_in(group, ["/bin/sh", "-c", "exit 3"]).wait(timeout=20)
+        _, out, _ = cli.stop()
+    (ev,) = [e for e in json_events(out) if e.get("event") == "exit"]
+    assert set(ev) == set(exit_def["properties"]) and set(exit_def["required"]) <= set(ev)
+    assert exit_def["properties"]["event"] == {"const": "exit"} and ev["exit_code"] == 3
 
 
 @pytest.mark.timeout(180)

@@ -1,14 +1,17 @@
-"""Kernel bytes as valid Unicode and back, and ExecEvent's one JSON form."""
+"""Kernel bytes as valid Unicode and back, and the one JSON form of ExecEvent and ExitEvent."""
 
 from __future__ import annotations
+
+import struct
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioringbuf._exec import _HEADER, HEADER_SIZE, KIND_EXEC, _decode
-from aioringbuf.exec import ExecEvent, kernel_bytes, kernel_text, printable, terminal
+import aioringbuf
+from aioringbuf._exec import _EXEC_OR_EXIT, _HEADER, HEADER_SIZE, KIND_EXEC, KIND_EXIT, _decode
+from aioringbuf.exec import ExecEvent, ExitEvent, kernel_bytes, kernel_text, printable, terminal
 
 
 @settings(max_examples=2000, deadline=None)
@@ -87,3 +90,29 @@ def test_the_surrogateescape_form_does_not_encode_which_is_why() -> None:
         filename=b"\xff".decode("utf-8", "surrogateescape"))
     with pytest.raises(UnicodeEncodeError):
         msgspec.json.encode(ev)
+
+
+def exit_record(comm: bytes) -> bytes:
+    """struct exit_event (bpf/exec.bpf.c, 72 bytes) for a process named ``comm``."""
+    return struct.pack("<IIQQQIIIiI16s4x", KIND_EXIT, 1, 5, 6, 7, 8, 9, 0, 3, 0, comm)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=15).map(lambda b: b.replace(b"\0", b".")))
+def test_every_exit_event_json_round_trips(comm: bytes) -> None:
+    """The ring's decoder (exec | exit, C or Python by the path) and ExitEvent's
+    own both keep comm as kernel text: bytes back exactly, JSON both ways."""
+    data = exit_record(comm)
+    for ev in (aioringbuf.types.decode(ExitEvent, data),
+               aioringbuf.types.decode(_EXEC_OR_EXIT, data)):
+        assert isinstance(ev, ExitEvent)
+        assert ev.comm == kernel_text(comm) and kernel_bytes(ev.comm) == comm
+        encoded = msgspec.json.encode(ev)
+        assert msgspec.json.decode(encoded, type=ExitEvent) == ev
+        assert msgspec.json.decode(encoded) == msgspec.to_builtins(ev)
+
+
+def test_an_exit_comm_that_is_not_utf8_is_escaped_not_surrogates() -> None:
+    ev = aioringbuf.types.decode(ExitEvent, exit_record(b"\xff\xfe-x\xf4\x8f\xbf\xbf"))
+    assert ev.comm == "\U0010ffff\U0010fffe-x\U0010fff4\U0010ff8f\U0010ffbf\U0010ffbf"
+    assert (ev.pid, ev.ppid, ev.exit_code, ev.since_exec) == (8, 9, 3, True)

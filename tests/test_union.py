@@ -46,6 +46,8 @@ def test_custom_decoders_mix_with_compiled_ones() -> None:
     ev = aioringbuf.types.decode(tagged(ExecEvent, ExitEvent), raw)
     assert isinstance(ev, ExitEvent) and (ev.pid, ev.exit_code, ev.comm) == (8, 3, "sleep")
     assert ev.since_exec
+    closed = aioringbuf.types.decode(tagged(ExecEvent, Close), struct.pack("<IIQ", 7, 3, 99))
+    assert closed == Close(7, 3, 99)  # ExecEvent's hook beside a compiled layout
 
 
 def test_tags_must_be_declared_unique_and_leading() -> None:
