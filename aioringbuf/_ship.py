@@ -45,7 +45,6 @@ import msgspec
 
 from ._acked import AckedRing, RingRecord
 from ._errors import MissingDependencyError
-from ._escape import printable
 from ._exec import DEFAULT_RING_SIZE, ExecEvent
 from ._pin import DEFAULT_PIN_ROOT, PinnedExec, lock_consumer, open_pinned
 
@@ -120,7 +119,6 @@ class ShipStats(msgspec.Struct, frozen=True):
     reconnects: int  # connections after the first
     connected: bool
     reordered: int  # acks seen after a failed predecessor (see the module's note)
-    lossy: int  # events whose JSON form had to escape non-UTF-8 bytes
     latency_count: int
     latency_sum: float  # seconds, publish to ack
     latency_p50: float | None
@@ -141,31 +139,17 @@ class ShipStats(msgspec.Struct, frozen=True):
 _enc = msgspec.json.Encoder()
 
 
-def encode_event(ev: ExecEvent) -> tuple[bytes, bool]:
-    """The project's JSON form of ``ev``; True when it had to be made lossy.
-
-    The lossless form of non-UTF-8 names belongs to ``msgspec.json.encode(ev)``
-    itself; until it handles them, such strings go as backslash escapes.
-    """
-    try:
-        return _enc.encode(ev), False
-    except UnicodeEncodeError:
-        clean = msgspec.structs.replace(
-            ev, comm=printable(ev.comm), filename=printable(ev.filename),
-            argv=[printable(a) for a in ev.argv])
-        return _enc.encode(clean), True
-
-
-def envelope(host: str, key: str, ev: ExecEvent) -> tuple[bytes, bool]:
+def envelope(host: str, key: str, ev: ExecEvent) -> bytes:
     """``{"host", "key", "time_ns", "event": <the event's JSON>}``.
 
-    ``time_ns`` is the exec's wall time (ns since the epoch) as this host
-    knows it: ``ts_ns`` is CLOCK_MONOTONIC of the host that traced it, which
-    means nothing on another machine.
+    The event goes in its one lossless JSON form, ``msgspec.json.encode(ev)``
+    (its text is valid Unicode: see ExecEvent). ``time_ns`` is the exec's
+    wall time (ns since the epoch) as this host knows it: ``ts_ns`` is
+    CLOCK_MONOTONIC of the host that traced it, which means nothing on
+    another machine.
     """
-    body, lossy = encode_event(ev)
     return (b'{"host":%s,"key":%s,"time_ns":%d,"event":%s}'
-            % (_enc.encode(host), _enc.encode(key), ev.wall_time_ns, body)), lossy
+            % (_enc.encode(host), _enc.encode(key), ev.wall_time_ns, _enc.encode(ev)))
 
 
 class _SessionLost(Exception):
@@ -199,7 +183,7 @@ class Shipper:
         self._failed: BaseException | None = None
         self._wake = asyncio.Event()
         self._published = self._acknowledged = self._duplicates = self._republished = 0
-        self._reconnects = self._reordered = self._lossy = 0
+        self._reconnects = self._reordered = 0
         self._sessions = 0
         self._last_error: BaseException | None = None
         self._gen = 0  # connection generation: callbacks of older ones are ignored
@@ -374,9 +358,7 @@ class Shipper:
                 if not self._buffer and not self._take_batch():
                     break
                 rec = self._buffer.popleft()
-                payload, lossy = envelope(opts.host, rec.key, rec.event)
-                self._lossy += lossy
-                e = _Entry(rec, payload)
+                e = _Entry(rec, envelope(opts.host, rec.key, rec.event))
                 infl.append(e)
                 await self._send(js, e)
                 if self._failed is not None:
@@ -481,7 +463,7 @@ class Shipper:
         return ShipStats(
             self._published, self._acknowledged, self._duplicates, len(self._inflight),
             self._republished, self._reconnects, self._connected, self._reordered,
-            self._lossy, self._lat_count, self._lat_sum, p50, p99,
+            self._lat_count, self._lat_sum, p50, p99,
             delivered=rs.delivered if rs else 0,
             kernel_drops=rs.kernel_drops if rs else None,
             enter_drops=enter,

@@ -234,7 +234,7 @@ async def peek(obj, n: int) -> list[tuple[str, bytes]]:
     async with AckedRing(obj.map_fd("events"), RinggenExec) as ring:
         while len(out) < n:
             for rec in await ring.batch():
-                out.append((rec.key + "-bare", envelope("bench", rec.key, rec.event)[0]))
+                out.append((rec.key + "-bare", envelope("bench", rec.key, rec.event)))
     return out
 
 

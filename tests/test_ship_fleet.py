@@ -15,7 +15,7 @@ from pinning import cleanup, new_pin_dir
 from shipping import marked
 
 from aioringbuf._ship import ShipOptions, Shipper
-from aioringbuf.exec import fleet_events, printable
+from aioringbuf.exec import fleet_events, kernel_bytes, printable
 
 nats = pytest.importorskip("nats")
 prometheus_client = pytest.importorskip("prometheus_client")
@@ -78,7 +78,8 @@ def test_fleet_events_and_exec_from_show_every_host(pin_dirs):
             mine = [fe for fe in everything if fe.host == h]
             assert marked([fe for fe in mine if len(fe.event.argv) == 3], mark) == list(range(5))
             odd = [fe.event for fe in mine if fe.event.argv[1:3] == [mark, "5"]]
-            assert len(odd) == 1  # the non-UTF-8 argument arrived, bytes kept or escaped
+            assert len(odd) == 1  # the non-UTF-8 argument arrived with its exact bytes
+            assert kernel_bytes(odd[0].argv[3]) == b"\xff\xfeok"
             assert printable(odd[0].argv[3]) == "\\xff\\xfeok"
         seqs = [fe.seq for fe in everything]
         assert seqs == sorted(seqs) and len(set(fe.key for fe in everything)) == len(everything)
