@@ -52,6 +52,35 @@ from aioringbuf._pin import open_pinned, remove_pinned  # noqa: E402
 from aioringbuf._ship import ShipOptions, Shipper, envelope  # noqa: E402
 
 RINGGEN = ROOT / "tests" / "bpf" / "ringgen.bpf.o"
+BPFFS = "/sys/fs/bpf"
+PIN_PREFIX = "aiorb-bench-"  # + this run's pid
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_pins(root: str = BPFFS) -> list[str]:
+    """Unpin the sets that earlier runs left when killed (SIGKILL skips their
+    ``finally``): ``aiorb-bench-<pid>`` directories whose process is gone.
+
+    A dead run's links stay attached while pinned, tracing every exec on the
+    machine; a live run's set (its pid exists) is left alone, and
+    remove_pinned() touches only the names a pinned set contains.
+    """
+    removed = []
+    for name in sorted(os.listdir(root)):
+        pid = name.removeprefix(PIN_PREFIX)
+        if pid != name and pid.isdigit() and not pid_alive(int(pid)):
+            remove_pinned(os.path.join(root, name))
+            removed.append(name)
+    return removed
 
 
 class RinggenExec:
@@ -212,7 +241,9 @@ def main() -> None:
         args.events, args.rounds, args.seconds = 5_000, 1, 1.0
     if not RINGGEN.exists():
         subprocess.run(["make", "-s", "-C", str(ROOT / "bpf")], check=True)
-    pin_dir = f"/sys/fs/bpf/aiorb-bench-{os.getpid()}"
+    for name in remove_stale_pins():
+        print(f"removed the pinned set {BPFFS}/{name} of a killed earlier run", file=sys.stderr)
+    pin_dir = f"{BPFFS}/{PIN_PREFIX}{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="aiorb-bench-nats-") as tmp:
         server = NatsServer(tmp)
         server.start()
