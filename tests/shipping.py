@@ -6,9 +6,10 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
+
+from cliproc import aioringbuf_argv
 
 from aioringbuf._fleet import FleetEvent, fleet_events
 
@@ -21,8 +22,8 @@ class Agent:
     """One `python -m aioringbuf ship` process; its stderr goes to a file."""
 
     def __init__(self, urls: list[str], pin_dir: str, host: str, *extra: str) -> None:
-        self.argv = [sys.executable, "-m", "aioringbuf", "ship", "--nats", ",".join(urls),
-                     "--pin-dir", pin_dir, "--host", host, "--ring-size", str(RING_SIZE), *extra]
+        self.argv = aioringbuf_argv("ship", "--nats", ",".join(urls), "--pin-dir", pin_dir,
+                                    "--host", host, "--ring-size", str(RING_SIZE), *extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="aiorb-ship-", suffix=".log", delete=False)
         self.runs = 0

@@ -9,9 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import pathlib
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -21,12 +19,12 @@ import uuid
 import msgspec
 import pytest
 from cgroups import spawn_in
+from cliproc import TRACING, child_env, run_aioringbuf, start_aioringbuf, wait_stderr
 from kernelstate import EXEC_PROGRAMS, exec_links, live_links
 from privileges import AS_NOBODY
 
 from aioringbuf.exec import ExecEvent, ExitEvent, kernel_bytes
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 TRUE = "/bin/true"
 SUMMARY = re.compile(
     r"^aioringbuf exec: (\d+) events \((\d+) shown\), (\d+) kernel drops, (\d+) queue drops, "
@@ -41,33 +39,22 @@ def marker() -> str:
 
 
 def env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="0")
+    """The CLI's environment: never ``-u`` (inherited), it must flush its own lines."""
+    return child_env(PYTHONUNBUFFERED="0")
 
 
 class Cli:
     """One `python -m aioringbuf exec ...` process, killed if a test fails."""
 
     def __init__(self, *args: str, backend: str = "asyncio") -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aioringbuf", "exec", "--backend", backend, *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env(), cwd=ROOT,
-        )
+        self.proc = start_aioringbuf("exec", "--backend", backend, *args,
+                                     stdout=subprocess.PIPE, env=env())
         self.stdout = b""
         self.stderr = b""
 
     def wait_ready(self, timeout: float = 20) -> None:
         """Until the CLI says it is tracing (after attaching), reading stderr only."""
-        assert self.proc.stderr is not None
-        fd = self.proc.stderr.fileno()
-        deadline = time.monotonic() + timeout
-        while b"tracing" not in self.stderr:
-            left = deadline - time.monotonic()
-            assert left > 0, f"CLI not ready: {self.stderr!r}"
-            if select.select([fd], [], [], left)[0]:
-                chunk = os.read(fd, 4096)
-                assert chunk, f"CLI exited: {self.stderr!r}"
-                self.stderr += chunk
+        self.stderr = wait_stderr(self.proc, TRACING, self.stderr, timeout)[1]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> tuple[int, str, str]:
         """Signal it (0: let it end by itself); return status, stdout, stderr."""
@@ -167,8 +154,7 @@ def test_json_lines_are_lossless_events(kernel) -> None:
 
 
 def test_json_schema_describes_the_json_lines(kernel) -> None:
-    proc = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--json-schema"],
-                          capture_output=True, text=True, env=env(), timeout=60, check=True)
+    proc = run_aioringbuf("exec", "--json-schema", check=True)
     schema = json.loads(proc.stdout)
     assert schema == msgspec.json.schema(ExecEvent)
     props = schema["$defs"]["ExecEvent"]["properties"]
@@ -241,9 +227,7 @@ def test_cgroup_filter_in_the_kernel(kernel, cgroup_root) -> None:
     assert ev["argv"] == [TRUE, mark, "inside"] and ev["pid"] == inside.pid
     assert ev["cgroup"] == "/" + str(inner.relative_to(cgroup_root.parent))
     assert summary(err)[:2] == (1, 1)
-    bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--cgroup",
-                          str(cgroup_root / "missing")], capture_output=True, text=True,
-                         env=env(), timeout=60)
+    bad = run_aioringbuf("exec", "--cgroup", str(cgroup_root / "missing"))
     assert bad.returncode == 2 and "not a cgroup v2 directory" in bad.stderr
 
 
@@ -318,11 +302,8 @@ def test_a_reader_that_leaves_ends_the_trace_quietly(kernel) -> None:
 
 
 def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
-    proc = subprocess.run(
-        [*AS_NOBODY, "--inh-caps=-all", "--bounding-set=-all",
-         sys.executable, "-m", "aioringbuf", "exec"],
-        capture_output=True, text=True, env=env(), cwd="/", timeout=60,
-    )
+    proc = run_aioringbuf("exec", prefix=[*AS_NOBODY, "--inh-caps=-all", "--bounding-set=-all"],
+                          cwd="/")
     assert proc.returncode == 77
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -332,11 +313,9 @@ def test_unprivileged_run_says_why_without_a_traceback(kernel) -> None:
 
 
 def test_usage_errors_and_help() -> None:
-    bad = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--name", "("],
-                         capture_output=True, text=True, env=env())
+    bad = run_aioringbuf("exec", "--name", "(")
     assert bad.returncode == 2 and "bad pattern '('" in bad.stderr
-    helptext = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--help"],
-                              capture_output=True, text=True, env=env())
+    helptext = run_aioringbuf("exec", "--help")
     assert helptext.returncode == 0
     assert "U+10FF00 + byte" in helptext.stdout and "--failed" in helptext.stdout
 
@@ -442,8 +421,7 @@ def test_an_exit_with_a_comm_that_is_not_utf8_round_trips_as_json(kernel, cgroup
 
 
 def test_exits_json_schema_describes_exit_lines_too(kernel, cgroup_root) -> None:
-    proc = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--exits", "--json-schema"],
-                          capture_output=True, text=True, env=env(), timeout=60, check=True)
+    proc = run_aioringbuf("exec", "--exits", "--json-schema", check=True)
     schema = json.loads(proc.stdout)
     assert schema["anyOf"] == [{"$ref": "#/$defs/ExecEvent"}, {"$ref": "#/$defs/ExitEvent"}]
     assert schema["$defs"]["ExecEvent"] == msgspec.json.schema(ExecEvent)["$defs"]["ExecEvent"]

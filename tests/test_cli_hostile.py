@@ -18,7 +18,8 @@ import termios
 import time
 
 import pytest
-from test_cli import ROOT, TRUE, Cli, env, json_events, marker, run, summary, unwritten
+from cliproc import TRACING, run_aioringbuf, start_aioringbuf, wait_stderr
+from test_cli import TRUE, Cli, env, json_events, marker, run, summary, unwritten
 
 F_SETPIPE_SZ = 1031
 
@@ -123,8 +124,7 @@ def test_json_survives_a_parent_whose_name_is_not_utf8(kernel, tmp_path) -> None
 @pytest.mark.parametrize("size", [1 << 30, 1 << 32, (1 << 32) + 4096])
 def test_ring_sizes_beyond_the_kernel_limit_are_one_line(kernel, size: int) -> None:
     """Row 10: refused before any BTF is rewritten: no libbpf dump, no struct.error."""
-    proc = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--ring-size", str(size)],
-                          capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
+    proc = run_aioringbuf("exec", "--ring-size", str(size))
     assert proc.returncode == 1, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line == (f"aioringbuf exec: exec_events ring_size {size} is too large: the kernel "
@@ -164,15 +164,11 @@ def test_signals_end_the_cli_while_nobody_reads_its_stdout(kernel) -> None:
     read_end, write_end = os.pipe()
     try:
         size = fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)  # a small pipe fills quickly
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aioringbuf", "exec"], stdin=subprocess.DEVNULL,
-            stdout=write_end, stderr=subprocess.PIPE, env=env(), cwd=ROOT)
+        proc = start_aioringbuf("exec", stdout=write_end, env=env())
         os.close(write_end)
         write_end = -1
         try:
-            assert proc.stderr is not None
-            line = proc.stderr.readline()
-            assert b"tracing" in line, line
+            _, ready = wait_stderr(proc, TRACING)
             filler = "x" * 500
             deadline = time.monotonic() + 30
             # Until writes block: the pipe is full, or the CLI's writer waits
@@ -186,7 +182,7 @@ def test_signals_end_the_cli_while_nobody_reads_its_stdout(kernel) -> None:
                 run([TRUE, marker(), filler])
             proc.send_signal(signal.SIGTERM)
             try:
-                err = proc.communicate(timeout=10)[1].decode()
+                err = (ready + proc.communicate(timeout=10)[1]).decode()
             except subprocess.TimeoutExpired:
                 pytest.fail("SIGTERM did not end `aioringbuf exec` while its stdout was full")
         finally:

@@ -13,7 +13,6 @@ import email.parser
 import os
 import pathlib
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -25,6 +24,7 @@ import uuid
 import zipfile
 
 import pytest
+from cliproc import TRACING, wait_stderr
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "aioringbuf/__init__.py").read_text())[1]
@@ -170,15 +170,7 @@ def exec_seen_by_installed_cli(bindir: pathlib.Path, cwd: pathlib.Path) -> list[
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=cwd, env=env)
     try:
-        err = b""
-        deadline = time.monotonic() + 60
-        while b"tracing" not in err:
-            assert time.monotonic() < deadline, err
-            if not select.select([proc.stderr], [], [], 1)[0]:
-                continue
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            assert chunk, f"the installed CLI exited: {err!r}"
-            err += chunk
+        _, err = wait_stderr(proc, TRACING, timeout=60)
         subprocess.run(["/bin/echo", mark], stdout=subprocess.DEVNULL, check=True, timeout=20)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)

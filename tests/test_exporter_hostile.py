@@ -12,13 +12,12 @@ import resource
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from test_metrics import ROOT, start_exporter, wait_serving
+from test_metrics import start_exporter, wait_serving
 from test_web import TOKEN, token_file
 
 MAX_CONNECTIONS = 64  # aioringbuf._exporter.MAX_CONNECTIONS
@@ -30,11 +29,7 @@ def exporter(*args: str, nofile: int | None = None) -> Iterator[tuple[subprocess
     if nofile is not None:
         def preexec() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aioringbuf", "exporter", "--port", "0", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, preexec_fn=preexec,
-    )
+    proc = start_exporter(*args, preexec_fn=preexec)
     try:
         yield proc, wait_serving(proc)
     finally:

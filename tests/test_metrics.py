@@ -8,10 +8,6 @@ process, scraped over HTTP, stopped with a signal.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import re
-import select
 import signal
 import subprocess
 import sys
@@ -20,6 +16,7 @@ import time
 import anyio
 import httpx
 import pytest
+from cliproc import SERVING, child_env, start_aioringbuf, wait_stderr
 from kernelstate import Attached
 from privileges import AS_NOBODY
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
@@ -29,7 +26,6 @@ from ringgen import Rec, capacity
 import aioringbuf
 from aioringbuf import Broadcast, exec_events, register_metrics
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 STREAM_COUNTERS = {
     "aioringbuf_events_delivered_total": "delivered",
     "aioringbuf_events_kernel_dropped_total": "kernel_drops",
@@ -173,30 +169,13 @@ def test_one_registry_many_streams(ringgen_factory) -> None:
 
 # -- the exporter, as a process ---------------------------------------------------
 
-SERVING = re.compile(rb"serving (http://\S+)/metrics")
-
-
-def start_exporter(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*prefix, sys.executable, "-m", "aioringbuf", "exporter", "--port", "0", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT,
-    )
+def start_exporter(*args: str, prefix: tuple[str, ...] = (), **kw) -> subprocess.Popen:
+    return start_aioringbuf("exporter", "--port", "0", *args, prefix=prefix, **kw)
 
 
 def wait_serving(proc: subprocess.Popen, timeout: float = 30) -> str:
     """The base URL, once the exporter says it serves (after attaching)."""
-    assert proc.stderr is not None
-    err = b""
-    deadline = time.monotonic() + timeout
-    while not (m := SERVING.search(err)):
-        left = deadline - time.monotonic()
-        assert left > 0, f"exporter not serving: {err!r}"
-        if select.select([proc.stderr], [], [], left)[0]:
-            chunk = os.read(proc.stderr.fileno(), 4096)
-            assert chunk, f"exporter exited: {err!r}"
-            err += chunk
-    return m.group(1).decode()
+    return wait_stderr(proc, SERVING, timeout=timeout)[0].group(1).decode()
 
 
 def exec_counters(base: str) -> dict[str, float]:
@@ -257,6 +236,6 @@ def test_without_prometheus_client_the_error_says_what_to_install() -> None:
         "    print(exc)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+                       env=child_env(), timeout=60)
     assert r.returncode == 0, r.stderr
     assert "pip install 'aioringbuf[metrics]'" in r.stdout

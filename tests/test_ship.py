@@ -12,11 +12,11 @@ import os
 import random
 import re
 import subprocess
-import sys
 import time
 import uuid
 
 import pytest
+from cliproc import run_aioringbuf
 from natsserver import NATS_SERVER, NatsCluster, NatsServer, nats_server
 from pinning import cleanup, new_pin_dir, wait_gone
 from shipping import RING_SIZE, Agent, exec_marked, marked, wait_for_marked
@@ -281,14 +281,12 @@ def test_ship_remove_leaves_no_pinned_object_and_no_link(pin_dir, agents):
         p.close()
         assert len(links) == len(_pin.program_sections(str(EXEC_OBJECT)))
         assert agent.stop() == 0
-    out = subprocess.run([sys.executable, "-m", "aioringbuf", "ship", "--remove",
-                          "--pin-dir", pin_dir], capture_output=True, text=True, timeout=60)
+    out = run_aioringbuf("ship", "--remove", "--pin-dir", pin_dir)
     assert out.returncode == 0, out.stderr
     assert f"removed {len(links) + 4} pinned objects" in out.stderr
     assert not os.path.exists(pin_dir)
     assert wait_gone("link", links) == []
     assert wait_gone("prog", progs) == []
     assert wait_gone("map", maps) == []
-    again = subprocess.run([sys.executable, "-m", "aioringbuf", "ship", "--remove",
-                            "--pin-dir", pin_dir], capture_output=True, text=True, timeout=60)
+    again = run_aioringbuf("ship", "--remove", "--pin-dir", pin_dir)
     assert again.returncode == 0 and "nothing pinned" in again.stderr

@@ -6,10 +6,10 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import uuid
 
 import pytest
+from cliproc import run_aioringbuf
 from natsserver import NATS_SERVER, nats_server
 from pinning import cleanup, new_pin_dir
 from shipping import marked
@@ -84,17 +84,13 @@ def test_fleet_events_and_exec_from_show_every_host(pin_dirs):
         seqs = [fe.seq for fe in everything]
         assert seqs == sorted(seqs) and len(set(fe.key for fe in everything)) == len(everything)
 
-        table = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from", server.url,
-                                "--no-follow", "--name", "true"],
-                               capture_output=True, text=True, timeout=60)
+        table = run_aioringbuf("exec", "--from", server.url, "--no-follow", "--name", "true")
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
         assert lines[0].split()[:3] == ["HOST", "TIME", "PCOMM"]
         rows = [ln for ln in lines if mark in ln]
         assert sorted({r.split()[0] for r in rows}) == sorted(hosts) and len(rows) == 12
-        as_json = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from",
-                                  server.url, "--no-follow", "--json"],
-                                 capture_output=True, text=True, timeout=60)
+        as_json = run_aioringbuf("exec", "--from", server.url, "--no-follow", "--json")
         docs = [json.loads(ln) for ln in as_json.stdout.splitlines()]
         ours = [d for d in docs if mark in d["argv"]]
         assert len(ours) == 12 and {d["host"] for d in ours} == set(hosts)
@@ -102,9 +98,7 @@ def test_fleet_events_and_exec_from_show_every_host(pin_dirs):
 
 
 def test_exec_from_an_absent_broker_says_so_without_a_traceback():
-    out = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from",
-                          "nats://127.0.0.1:1", "--no-follow"],
-                         capture_output=True, text=True, timeout=60)
+    out = run_aioringbuf("exec", "--from", "nats://127.0.0.1:1", "--no-follow")
     assert out.returncode == 1
     assert "aioringbuf exec: reading nats://127.0.0.1:1" in out.stderr
     assert "Traceback" not in out.stderr
@@ -188,11 +182,8 @@ def test_exec_from_escapes_a_hostile_host_and_uses_the_senders_clock():
 
     with nats_server() as server:
         asyncio.run(publish(server.url))
-        table = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from", server.url,
-                                "--no-follow"], capture_output=True, text=True, timeout=60)
-        as_json = subprocess.run([sys.executable, "-m", "aioringbuf", "exec", "--from",
-                                  server.url, "--no-follow", "--json"],
-                                 capture_output=True, text=True, timeout=60)
+        table = run_aioringbuf("exec", "--from", server.url, "--no-follow")
+        as_json = run_aioringbuf("exec", "--from", server.url, "--no-follow", "--json")
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()
     assert len(rows) == 2 and "\x1b" not in table.stdout
