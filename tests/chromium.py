@@ -14,7 +14,10 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -96,3 +99,13 @@ class Chromium:
             self.proc.wait()
         os.close(self._to_browser)
         os.close(self._from_browser)
+
+
+@pytest.fixture
+def chromium(tmp_path: pathlib.Path) -> Iterator[Chromium]:
+    """A headless browser of the test's own (a fresh profile), closed after it."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    browser = Chromium(tmp_path / "profile")
+    yield browser
+    browser.close()

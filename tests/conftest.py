@@ -15,6 +15,7 @@ import sys
 
 import pytest
 from cgroups import cgroup_root  # noqa: F401 (a fixture for the exec tests)
+from chromium import chromium  # noqa: F401 (a fixture for the browser tests)
 
 import aioringbuf
 from aioringbuf import _fast

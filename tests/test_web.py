@@ -28,7 +28,7 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from chromium import CHROMIUM, Chromium
+from chromium import Chromium
 from prometheus_client.parser import text_string_to_metric_families
 from webserver import APP, ROOT, WebServer, named_program, run_all
 
@@ -439,15 +439,6 @@ def test_custom_redaction_patterns() -> None:
 
 
 # -- a real browser ----------------------------------------------------------------------
-
-@pytest.fixture
-def chromium(tmp_path: pathlib.Path) -> Iterator[Chromium]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is not installed: apt-get install -y chromium")
-    browser = Chromium(tmp_path / "profile")
-    yield browser
-    browser.close()
-
 
 def test_the_page_shows_a_new_process_live(
     token_server: WebServer, chromium: Chromium, tmp_path: pathlib.Path

@@ -24,7 +24,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from chromium import CHROMIUM, Chromium
+from chromium import Chromium
 from privileges import NOBODY
 from test_cli_hostile import exec_as
 from test_web import TOKEN, exec_events_of, token_file
@@ -161,15 +161,6 @@ class CookieRecorder:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def chromium(tmp_path: pathlib.Path) -> Iterator[Chromium]:
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("chromium is not installed: apt-get install -y chromium")
-    browser = Chromium(tmp_path / "profile")
-    yield browser
-    browser.close()
 
 
 def test_a_page_on_another_port_never_gets_the_token(
