@@ -167,6 +167,21 @@ result(unsigned long long pos, int stop, Py_ssize_t decode_errors, unsigned long
     return r;
 }
 
+/* How both walks end: release the ring's buffer, then, if `ok`, hand the
+ * starts over and return the result; else (a Python error is set) free the
+ * starts and return NULL. Takes over the reference to `error` either way. */
+static PyObject *
+finish(Py_buffer *view, Starts *st, int ok, unsigned long long pos, int stop,
+       Py_ssize_t decode_errors, unsigned long long skipped, PyObject *error)
+{
+    PyBuffer_Release(view);
+    if (ok && starts_flush(st) == 0)
+        return result(pos, stop, decode_errors, skipped, error);
+    PyMem_Free(st->buf); /* NULL once flushed */
+    Py_XDECREF(error);
+    return NULL;
+}
+
 /* Raise aioringbuf.<module>.<name>(message); returns NULL. */
 static PyObject *
 corrupt(const char *module, const char *name, PyObject *msg)
@@ -267,17 +282,9 @@ walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
     }
-    PyBuffer_Release(&view);
-    if (starts_flush(&st) < 0) {
-        Py_XDECREF(error);
-        return NULL;
-    }
-    return result(cons, stop, decode_errors, discarded, error);
+    return finish(&view, &st, 1, cons, stop, decode_errors, discarded, error);
 fail:
-    Py_XDECREF(error);
-    PyMem_Free(st.buf);
-    PyBuffer_Release(&view);
-    return NULL;
+    return finish(&view, &st, 0, 0, 0, 0, 0, error);
 }
 
 PyDoc_STRVAR(walk_perf_doc,
@@ -404,18 +411,10 @@ walk_perf(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyMem_Free(copy);
-    PyBuffer_Release(&view);
-    if (starts_flush(&st) < 0) {
-        Py_XDECREF(error);
-        return NULL;
-    }
-    return result(tail, stop, decode_errors, lost, error);
+    return finish(&view, &st, 1, tail, stop, decode_errors, lost, error);
 fail:
-    Py_XDECREF(error);
     PyMem_Free(copy);
-    PyMem_Free(st.buf);
-    PyBuffer_Release(&view);
-    return NULL;
+    return finish(&view, &st, 0, 0, 0, 0, 0, error);
 }
 
 PyMethodDef walk_methods[] = {
