@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -18,12 +17,13 @@ import time
 
 import pytest
 from cgroups import spawn_in
+from cliproc import ROOT, aioringbuf_argv, run_aioringbuf, wait_stderr
 from privileges import AS_NOBODY
-from test_cli import ROOT, TRUE, Cli, env, json_events, marker, not_traced, rows, run, summary
+from test_cli import TRUE, Cli, env, json_events, marker, not_traced, rows, run, summary
 
 import aioringbuf
 
-CLI = [sys.executable, "-m", "aioringbuf", "exec"]
+CLI = aioringbuf_argv("exec")
 
 
 def fail_to_exec(path: str) -> subprocess.Popen:
@@ -133,8 +133,7 @@ def test_max_args_cuts_the_table_not_the_json(kernel) -> None:
     (long20,) = [r.split(maxsplit=4)[4] for r in out20.splitlines() if "a0" in r and mark in r]
     assert long20 == " ".join([TRUE, mark, *many[:18]]) + " ..."  # execsnoop's 20
     assert sorted(len(e["argv"]) for e in json_events(jout) if mark in e["argv"]) == [2, 32]
-    bad = subprocess.run([*CLI, "--max-args", "0"], capture_output=True, text=True, env=env(),
-                         timeout=60)
+    bad = run_aioringbuf("exec", "--max-args", "0", env=env())
     assert bad.returncode == 2 and "must be at least 1" in bad.stderr
 
 
@@ -188,12 +187,11 @@ def test_short_uid_name_and_cgroup(kernel, cgroup_root, tmp_path) -> None:
 
 
 def test_version_and_examples_in_help() -> None:
-    for argv in ([sys.executable, "-m", "aioringbuf", "--version"], [*CLI, "--version"]):
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=60)
+    for argv in (["--version"], ["exec", "--version"]):
+        proc = run_aioringbuf(*argv, env=env())
         assert proc.returncode == 0
         assert proc.stdout.strip() == f"aioringbuf {aioringbuf.__version__}"
-    helptext = subprocess.run([*CLI, "--help"], capture_output=True, text=True, env=env(),
-                              timeout=60).stdout
+    helptext = run_aioringbuf("exec", "--help", env=env()).stdout
     examples = helptext[helptext.index("examples:"):helptext.index("Columns:")]
     assert "aioringbuf exec -x " in examples and "aioringbuf exec -l tpkg" in examples
     for option in ("-x, --fails", "-t, --timestamp", "-T, --time", "-U, --print-uid",
@@ -205,16 +203,8 @@ def test_version_and_examples_in_help() -> None:
 
 def _wait_for_warning(cli: Cli, n: int, timeout: float = 20) -> float:
     """Read the CLI's stderr until it holds ``n`` warnings; when the n-th came."""
-    assert cli.proc.stderr is not None
-    fd = cli.proc.stderr.fileno()
-    deadline = time.monotonic() + timeout
-    while cli.stderr.count(b"exec: warning:") < n:
-        left = deadline - time.monotonic()
-        assert left > 0, f"no warning {n}: {cli.stderr!r}"
-        if select.select([fd], [], [], left)[0]:
-            chunk = os.read(fd, 65536)
-            assert chunk, f"CLI exited: {cli.stderr!r}"
-            cli.stderr += chunk
+    n_warnings = re.compile(rb"(?:exec: warning:[\s\S]*?){%d}" % n)
+    cli.stderr = wait_stderr(cli.proc, n_warnings, cli.stderr, timeout)[1]
     return time.monotonic()
 
 
