@@ -466,6 +466,7 @@ class Broadcast(Generic[T]):
         maxsize: int = 1024,
         policy: Policy = "drop_oldest",
         filter: Callable[[T], bool] | None = None,
+        max_replay: int | None = None,
     ) -> Subscription[Numbered[T]]:
         """Like :meth:`subscribe`, but each event comes as ``Numbered(seq, event)``.
 
@@ -474,13 +475,18 @@ class Broadcast(Generic[T]):
         resumes: the events after it that the history (``history=N``) still
         holds are offered first, in order, then the new ones, with no gap and
         no repeat between the two; ``sub.missed`` says how many events after
-        ``after`` the history no longer held (exact). ``after=0`` asks for all
-        that is kept. The replay is offered like any event: through ``filter``,
-        into a queue of ``maxsize`` (so a replay longer than that drops or
-        disconnects by ``policy``). ``ValueError`` if ``after`` is not a number
-        of this hub (negative, or beyond :attr:`seq`).
+        ``after`` are not replayed (exact). ``after=0`` asks for all that is
+        kept. At most ``max_replay`` events are replayed (default ``maxsize``;
+        older ones count as missed): a replay the queue cannot hold would only
+        drop or disconnect at once. The replay is offered like any event:
+        through ``filter``, into the queue. ``ValueError`` if ``after`` is not
+        a number of this hub (negative, or beyond :attr:`seq`).
         """
-        missed, replay = (0, []) if after is None else self._history.since(after, self._events)
+        limit = maxsize if max_replay is None else max_replay
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"max_replay must be an int >= 0, not {max_replay!r}")
+        missed, replay = (0, []) if after is None else \
+            self._history.since(after, self._events, limit)
         sub: Subscription[Numbered[T]] = self._new(  # type: ignore[assignment]
             maxsize, policy, filter, numbered=True)
         sub.missed = missed

@@ -49,9 +49,10 @@ class History(Generic[T]):
         self.epoch = secrets.token_hex(8)  # 64 random bits: this hub, not another
         self.kept: collections.deque[Numbered[T]] = collections.deque(maxlen=size)
 
-    def since(self, after: int, last: int) -> tuple[int, list[Numbered[T]]]:
+    def since(self, after: int, last: int, limit: int) -> tuple[int, list[Numbered[T]]]:
         """Of the events numbered after ``after`` (up to ``last``, the newest):
-        how many are no longer kept, and the kept ones, oldest first."""
+        how many are missed (no longer kept, or older than the newest ``limit``),
+        and the others, oldest first."""
         if isinstance(after, bool) or not isinstance(after, int) or not 0 <= after <= last:
             raise ValueError(
                 f"after={after!r} is not a position of this hub, whose events are numbered "
@@ -59,5 +60,6 @@ class History(Generic[T]):
                 "nothing here; subscribe afresh, or with after=0 for all that is kept")
         first_kept = last - len(self.kept) + 1
         missed = max(0, first_kept - after - 1)
-        wanted = last - after - missed
+        wanted = min(last - after - missed, limit)
+        missed = last - after - wanted
         return missed, list(itertools.islice(self.kept, len(self.kept) - wanted, None))

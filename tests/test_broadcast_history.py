@@ -129,14 +129,18 @@ async def test_a_replay_larger_than_the_queue_follows_the_policy(ringgen_factory
     async with gen.obj.ring_buffer("events", Rec) as rb, Broadcast(rb, history=100) as hub:
         gen.produce(50)
         await wait_until(lambda: hub.seq == 50)
-        async with hub.subscribe_numbered(after=0, maxsize=10, policy="disconnect") as slow:
+        async with hub.subscribe_numbered(after=0, maxsize=10) as fits:  # max_replay=maxsize
+            assert fits.missed == 40 and await take(fits, 10) == list(range(41, 51))
+            assert fits.stats().dropped == 0 and not fits.disconnected
+        async with hub.subscribe_numbered(after=0, maxsize=10, policy="disconnect",
+                                          max_replay=50) as slow:
             assert slow.disconnected and hub.subscribers == 0
             assert await take(slow, 10) == list(range(1, 11))  # the prefix, then the error
             with pytest.raises(SlowSubscriberError):
                 await slow.receive()
             assert accounted(slow) and slow.stats().dropped == 1
         assert hub.stats().disconnects == 1
-        async with hub.subscribe_numbered(after=0, maxsize=10) as newest:  # drop_oldest
+        async with hub.subscribe_numbered(after=0, maxsize=10, max_replay=100) as newest:
             assert await take(newest, 10) == list(range(41, 51))
             s = newest.stats()
             assert (s.replayed, s.dropped, s.received) == (50, 40, 10) and accounted(newest)
@@ -157,4 +161,6 @@ async def test_positions_that_are_not_this_hubs_are_refused(ringgen_factory) -> 
         for bad in (-1, 4, 10**30, True, "2", 2.0):
             with pytest.raises(ValueError, match="not a position of this hub"):
                 hub.subscribe_numbered(after=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_replay"):
+            hub.subscribe_numbered(after=0, max_replay=-1)
         assert hub.stats().subscriptions == 0  # nothing was made

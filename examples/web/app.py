@@ -18,6 +18,10 @@ Routes:
   ``pid``, ``ppid``, ``uid`` (repeatable) and ``name`` (a regex) filter
   them, ``policy=disconnect|drop_oldest`` chooses what happens to this
   client when it falls ``--queue-size`` events behind (see ``sse.py``).
+  Every event has an ``id:``; a client that reconnects with
+  ``Last-Event-ID`` (or ``?last_event_id=``) gets what it missed from
+  the last ``--history`` events, and ``event: missed`` with the exact
+  count of what is beyond them (``resume.py``).
 * ``GET /metrics``: Prometheus metrics of the exec ring and the hub.
 * ``GET /stats``: the same counters as JSON (the page shows them).
 
@@ -32,8 +36,8 @@ back neither the others nor the kernel ring.
 
 Needs pip packages ``starlette``, ``uvicorn`` and ``prometheus_client``
 (``pip install 'aioringbuf[web]'``), and root (or CAP_BPF + CAP_PERFMON).
-Run it as a script: its neighbours ``events``, ``redact``, ``security`` and
-``sse`` are imported by name from this directory.
+Run it as a script: its neighbours ``events``, ``redact``, ``resume``,
+``security`` and ``sse`` are imported by name from this directory.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from starlette.staticfiles import StaticFiles
 
 import aioringbuf
 from aioringbuf import Broadcast, exec_events, register_metrics
+from aioringbuf._history import MAX_HISTORY
 from aioringbuf._netguard import TokenError, read_token, refuse_open_listener
 from aioringbuf._ringmap import check_ring_size
 
@@ -84,6 +89,7 @@ def create_app(
     host: str = "127.0.0.1",
     redactor: Redactor | None = None,
     queue_size: int = 4096,
+    history: int = 2048,
     policy: str = "disconnect",
     ring_size: int = 8 << 20,
     shutdown_timeout: float = 2.0,
@@ -106,7 +112,8 @@ def create_app(
             except aioringbuf.AioRingBufError as exc:
                 app.state.startup_error = exc
                 raise
-            hub = await stack.enter_async_context(Broadcast(events, name="exec"))
+            hub = await stack.enter_async_context(
+                Broadcast(events, name="exec", history=history))
             registration = register_metrics(hub, name="exec", registry=registry)
             app.state.hub = hub
             app.state.events = events
@@ -263,6 +270,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--queue-size", type=int, default=4096,
                    help="events a client may fall behind, counted before its filter: more "
                         "than one drained batch of the ring (1024) (default: 4096)")
+    p.add_argument("--history", type=int, default=2048, metavar="N",
+                   help="events kept for clients that reconnect (Last-Event-ID), at most "
+                        f"{MAX_HISTORY}; 0 keeps none; at most half of --queue-size is "
+                        "replayed to one client (default: 2048)")
     p.add_argument("--policy", choices=POLICIES, default="disconnect",
                    help="what happens to a client that falls further behind (default: "
                         "disconnect; clients may ask for ?policy=drop_oldest)")
@@ -286,6 +297,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("queue_size", "max_streams", "max_streams_per_client"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.history <= MAX_HISTORY:
+        p.error(f"--history must be from 0 to {MAX_HISTORY}")
     try:
         check_ring_size(args.ring_size, "--ring-size")
         args.token = read_token(args.token_file, ENV_VAR)
@@ -342,6 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         redactor=Redactor(args.redact, defaults=not args.no_default_redaction),
         queue_size=args.queue_size,
+        history=args.history,
         policy=args.policy,
         ring_size=args.ring_size,
         shutdown_timeout=args.shutdown_timeout,
