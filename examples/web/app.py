@@ -23,6 +23,11 @@ Routes:
   the last ``--history`` events, and ``event: missed`` with the exact
   count of what is beyond them (``resume.py``).
 * ``GET /metrics``: Prometheus metrics of the exec ring and the hub.
+
+With ``--nats URL`` it shows the fleet instead: the exec events that
+``aioringbuf ship`` agents publish to JetStream, with a HOST column
+(``fleet.py``); it then loads nothing into this machine's kernel and needs
+no root.
 * ``GET /stats``: the same counters as JSON (the page shows them).
 
 At most ``--max-streams`` event streams are open at once, and at most
@@ -57,6 +62,7 @@ import anyio
 import msgspec
 import uvicorn
 from events import EventEncoder
+from fleet import FleetSource, exec_of
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redact import Redactor
 from security import ENV_VAR, BrowserHeaders, HeadLimit, Session, TokenAuth, allowed_hosts
@@ -74,6 +80,7 @@ from aioringbuf import Broadcast, exec_events, register_metrics
 from aioringbuf._history import MAX_HISTORY
 from aioringbuf._netguard import TokenError, read_token, refuse_open_listener
 from aioringbuf._ringmap import check_ring_size
+from aioringbuf._ship import DEFAULT_STREAM
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
 EXIT_ERROR = 1
@@ -96,6 +103,8 @@ def create_app(
     max_streams: int = 128,
     max_streams_per_client: int = 32,
     on_ready: Any = None,
+    nats: list[str] | None = None,
+    nats_stream: str = DEFAULT_STREAM,
 ) -> Starlette:
     """The ASGI app. Its lifespan attaches the exec probes and runs the hub.
 
@@ -108,7 +117,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                events = await stack.enter_async_context(exec_events(ring_size=ring_size))
+                if nats:
+                    events: Any = FleetSource(nats, nats_stream)
+                    await events.open()
+                else:
+                    events = await stack.enter_async_context(exec_events(ring_size=ring_size))
             except aioringbuf.AioRingBufError as exc:
                 app.state.startup_error = exc
                 raise
@@ -141,7 +154,8 @@ def create_app(
     routes = [
         Route("/", page),
         Route("/events", EventsEndpoint(encoder, queue_size, policy,
-                                        StreamLimits(max_streams, max_streams_per_client))),
+                                        StreamLimits(max_streams, max_streams_per_client),
+                                        unwrap=exec_of if nats else None)),
         Route("/metrics", metrics_page),
         Route("/stats", stats_page),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -283,6 +297,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="event streams open at once, from everyone (default: 128)")
     p.add_argument("--max-streams-per-client", type=int, default=32, metavar="N",
                    help="event streams open at once from one address (default: 32)")
+    p.add_argument("--nats", metavar="URL",
+                   help="show the fleet: the events `aioringbuf ship` agents publish to this "
+                        "NATS JetStream (several URLs: comma-separated), with their host, "
+                        "instead of this machine's exec ring")
+    p.add_argument("--nats-stream", default=DEFAULT_STREAM, metavar="NAME",
+                   help=f"the JetStream stream the agents publish to (default: {DEFAULT_STREAM})")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="uvicorn's event loop (default: uvloop if installed)")
     p.add_argument("--shutdown-timeout", type=float, default=2.0, metavar="SECONDS",
@@ -319,8 +339,10 @@ def _say(message: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    nats = [u.strip() for u in args.nats.split(",") if u.strip()] if args.nats else None
     try:
-        aioringbuf.types.check_privileges()
+        if not nats:  # the fleet view loads nothing into the kernel
+            aioringbuf.types.check_privileges()
     except aioringbuf.NotPrivilegedError as exc:
         _say(exc)
         return EXIT_NOPERM
@@ -346,8 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # allowed to read the stream.
     how = " (token required: open the page once as /?token=... )" if args.token else ""
 
+    what = f"the fleet from {', '.join(nats)}" if nats else "exec probes attached"
+
     def ready() -> None:
-        print(f"aioringbuf web: serving {url}{how} (exec probes attached; Ctrl-C to stop)",
+        print(f"aioringbuf web: serving {url}{how} ({what}; Ctrl-C to stop)",
               file=sys.stderr, flush=True)
 
     app = create_app(
@@ -362,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_streams=args.max_streams,
         max_streams_per_client=args.max_streams_per_client,
         on_ready=ready,
+        nats=nats,
+        nats_stream=args.nats_stream,
     )
     logging.getLogger("uvicorn.error").addFilter(_NotErrorsOfOurs())
     config = uvicorn.Config(

@@ -128,6 +128,10 @@ class Shutdown:
             await self.forced.wait()
 
 
+def _unwrapped(accept: Filter, unwrap: Callable[[Any], Any]) -> Filter:
+    return lambda item: accept(unwrap(item))
+
+
 def _body(data: bytes, more: bool = True) -> dict[str, Any]:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
@@ -136,7 +140,8 @@ class EventsEndpoint:
     """The ASGI app behind ``/events``; it finds ``hub`` and ``shutdown`` in ``app.state``."""
 
     def __init__(self, encoder: EventEncoder, maxsize: int, policy: str,
-                 limits: StreamLimits) -> None:
+                 limits: StreamLimits, unwrap: Callable[[Any], Any] | None = None) -> None:
+        self.unwrap = unwrap  # the ExecEvent inside a hub's item (--nats: a FleetEvent)
         self.encoder = encoder
         self.maxsize = maxsize
         self.policy = policy
@@ -246,6 +251,8 @@ class EventsEndpoint:
     async def _stream(self, sub: Subscription[Numbered[Any]], accept: Filter | None,
                       epoch: str, send: Any) -> None:
         encode = self.encoder.sse
+        if accept is not None and self.unwrap is not None:
+            accept = _unwrapped(accept, self.unwrap)
         reported = 0
         sent_seq = seen_seq = sub.start  # the last id sent; the last event looked at
         quiet_until = anyio.current_time() + HEARTBEAT

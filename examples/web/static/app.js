@@ -95,6 +95,10 @@ function addRow(ev) {
   if (pause.checked) return;
   const tr = document.createElement("tr");
   if (ev.ret < 0) tr.className = "failed";
+  if (typeof ev.host === "string") {  // a fleet (app.py --nats): events carry their host
+    document.documentElement.dataset.fleet = "1";
+    cell(tr, text(ev.host), "host");
+  }
   cell(tr, clock(ev.realtime_ns));
   cell(tr, ev.pid, "num");
   cell(tr, ev.ppid, "num");
