@@ -6,13 +6,17 @@ the stream does not exist yet, and to note the stream's end: the page shows
 the events shipped from then on (``fleet_events(start=seq)``), like the
 local mode shows the execs from its start. Each event is a ``FleetEvent``
 (host, ring key, the ExecEvent); the page gets the event's JSON with a
-``host`` member. Needs ``nats-py`` (``pip install 'aioringbuf[nats]'``),
-but neither root nor BPF: nothing is loaded into this machine's kernel.
+``host`` member. Credentials come from the environment, as for
+``aioringbuf ship`` (never from argv): ``$NATS_CREDS`` (a .creds file),
+``$NATS_USER`` and ``$NATS_PASSWORD``, ``$NATS_TOKEN``. Needs ``nats-py``
+(``pip install 'aioringbuf[nats]'``), but neither root nor BPF: nothing is
+loaded into this machine's kernel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,6 +54,10 @@ class FleetSource:
         self.stream = stream
         self.first = 1
         self._delivered = 0
+        env = os.environ.get
+        self.connect: dict[str, Any] = {k: v for k, v in (
+            ("user_credentials", env("NATS_CREDS")), ("user", env("NATS_USER")),
+            ("password", env("NATS_PASSWORD")), ("token", env("NATS_TOKEN"))) if v}
 
     async def open(self, timeout: float = 10.0) -> None:
         nats = require_nats("examples/web/app.py --nats")
@@ -62,7 +70,7 @@ class FleetSource:
         try:
             nc = await asyncio.wait_for(
                 nats.connect(servers=self.urls, max_reconnect_attempts=0, error_cb=quiet,
-                             allow_reconnect=False), timeout)
+                             allow_reconnect=False, **self.connect), timeout)
         except Exception as exc:
             raise FleetConnectError(f"no NATS server answered at {where} within {timeout:g} s "
                                     f"({str(exc) or type(exc).__name__})") from None
@@ -80,7 +88,8 @@ class FleetSource:
         return self._events()
 
     async def _events(self) -> AsyncIterator[FleetEvent]:
-        async for fe in fleet_events(self.urls, stream=self.stream, start=self.first):
+        async for fe in fleet_events(self.urls, stream=self.stream, start=self.first,
+                                     connect=self.connect):
             self._delivered += 1
             yield fe
 
