@@ -28,6 +28,17 @@ output-buffer limits are the models):
   :meth:`Subscription.wait_disconnected` lets a task blocked elsewhere
   (in a socket send, say) learn of it at once.
 
+Numbered subscriptions (:meth:`Broadcast.subscribe_numbered`) receive each
+event with its number in the hub's stream, and a hub made with
+``history=N`` replays its last N events to one that resumes after a
+number it saw (``_history.py``)::
+
+    async with Broadcast(events, history=4096) as hub:
+        async with hub.subscribe_numbered(after=last_seen) as sub:
+            print(sub.missed, "events were lost for good")
+            async for item in sub:
+                last_seen = item.seq  # item.event is the event
+
 Each subscription's queue is the package's one
 :class:`~aioringbuf._queue.OverflowQueue` (the queued stream's too): anyio's
 memory-stream shape, with eviction and exact counts.
@@ -46,6 +57,7 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import AioRingBufError
+from ._history import History, Numbered
 from ._queue import OverflowQueue
 
 T = TypeVar("T")
@@ -89,6 +101,8 @@ class SubscriberStats(msgspec.Struct, frozen=True, kw_only=True):
     maxsize: int
     policy: Policy
     state: State
+    replayed: int = 0  # events from the hub's history offered at subscribe (in offered)
+    missed: int = 0  # events after the asked-for number the history no longer held
 
 
 class BroadcastStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +122,7 @@ class BroadcastStats(msgspec.Struct, frozen=True, kw_only=True):
     delivered: int
     dropped: int
     queued: int
+    history: int = 0  # events kept now for subscribers that resume
 
 
 class Subscription(Generic[T]):
@@ -127,8 +142,15 @@ class Subscription(Generic[T]):
         maxsize: int,
         policy: Policy,
         filter: Callable[[T], bool] | None,
+        numbered: bool = False,
     ) -> None:
         self._hub = hub
+        self.numbered = numbered
+        #: events after the asked-for number that were lost for good (subscribe_numbered)
+        self.missed = 0
+        #: the number of the last event before this subscription's first one
+        self.start = hub.seq
+        self._replayed = 0
         self.maxsize = maxsize
         self.policy: Policy = policy
         self._filter = filter
@@ -140,8 +162,9 @@ class Subscription(Generic[T]):
 
     # -- the hub's side (called from the pump; never blocks) ----------------
 
-    def _offer(self, event: T) -> bool:
-        """Queue ``event`` if the filter takes it; False: detach me (I ended)."""
+    def _offer(self, event: T, item: Any) -> bool:
+        """Queue ``event`` (``item``, its Numbered, for a numbered subscription) if the
+        filter takes it; False: detach me (I ended)."""
         if self._state != "attached":
             return False
         flt = self._filter
@@ -153,7 +176,7 @@ class Subscription(Generic[T]):
                 self._end("ended", exc)
                 return False
         try:
-            self._queue.send_nowait(event)
+            self._queue.send_nowait(item if self.numbered else event)
         except anyio.WouldBlock:
             self._overflowed += 1
             self._end("disconnected")
@@ -268,6 +291,8 @@ class Subscription(Generic[T]):
             maxsize=self.maxsize,
             policy=self.policy,
             state=self._state,
+            replayed=self._replayed,
+            missed=self.missed,
         )
 
     def __repr__(self) -> str:
@@ -298,7 +323,11 @@ class Broadcast(Generic[T]):
     error. Leaving the hub stops the pump and ends every subscription.
     """
 
-    def __init__(self, source: HubSource[T], *, name: str | None = None) -> None:
+    def __init__(self, source: HubSource[T], *, name: str | None = None,
+                 history: int = 0) -> None:
+        self._history: History[T] = History(history)
+        self._numbered = 0  # numbered subscriptions attached
+        self._number = history > 0  # make a Numbered per event (history or subscribers)
         self.source = source
         self.name = name or getattr(source, "name", None) or type(source).__name__
         self._attached: dict[int, Subscription[T]] = {}
@@ -384,6 +413,10 @@ class Broadcast(Generic[T]):
 
     def _fan_out(self, event: T) -> None:
         self._events += 1
+        item = None
+        if self._number:
+            item = Numbered(self._events, event)
+            self._history.kept.append(item)  # maxlen 0 (no history): keeps nothing
         subs = self._snapshot
         if subs is None:
             subs = self._snapshot = tuple(self._attached.values())
@@ -391,13 +424,14 @@ class Broadcast(Generic[T]):
             self._unobserved += 1
             return
         for sub in subs:
-            if not sub._offer(event):
+            if not sub._offer(event, item):
                 self._detach(sub)
 
     def _detach(self, sub: Subscription[T]) -> None:
         """Stop offering events to ``sub`` (it ended: disconnected, filter failed)."""
         if self._attached.pop(id(sub), None) is not None:
             self._snapshot = None
+            self._count_numbered(sub, -1)
             if sub.disconnected:
                 self._disconnects += 1
 
@@ -421,26 +455,103 @@ class Broadcast(Generic[T]):
 
         Use it as an async context manager (or close it) so that it detaches.
         """
+        sub: Subscription[T] = self._new(maxsize, policy, filter, numbered=False)
+        self._attach(sub)
+        return sub
+
+    def subscribe_numbered(
+        self,
+        *,
+        after: int | None = None,
+        maxsize: int = 1024,
+        policy: Policy = "drop_oldest",
+        filter: Callable[[T], bool] | None = None,
+        max_replay: int | None = None,
+    ) -> Subscription[Numbered[T]]:
+        """Like :meth:`subscribe`, but each event comes as ``Numbered(seq, event)``.
+
+        Numbers count the hub's events from 1 (see :attr:`seq`, :attr:`epoch`).
+        With ``after``, the number of the last event the subscriber saw, it
+        resumes: the events after it that the history (``history=N``) still
+        holds are offered first, in order, then the new ones, with no gap and
+        no repeat between the two; ``sub.missed`` says how many events after
+        ``after`` are not replayed (exact). ``after=0`` asks for all that is
+        kept. At most ``max_replay`` events are replayed (default ``maxsize``;
+        older ones count as missed): a replay the queue cannot hold would only
+        drop or disconnect at once. The replay is offered like any event:
+        through ``filter``, into the queue. ``ValueError`` if ``after`` is not
+        a number of this hub (negative, or beyond :attr:`seq`).
+        """
+        limit = maxsize if max_replay is None else max_replay
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"max_replay must be an int >= 0, not {max_replay!r}")
+        missed, replay = (0, []) if after is None else \
+            self._history.since(after, self._events, limit)
+        sub: Subscription[Numbered[T]] = self._new(  # type: ignore[assignment]
+            maxsize, policy, filter, numbered=True)
+        sub.missed = missed
+        sub.start = self._events - len(replay)
+        sub._replayed = len(replay)
+        for item in replay:  # no await in between: the live events follow the replay
+            if not sub._offer(item.event, item):  # type: ignore[arg-type]
+                break  # a "disconnect" queue overflowed, or the filter failed
+        if sub._state == "attached":
+            self._attach(sub)  # type: ignore[arg-type]
+        elif sub.disconnected:  # its replay overflowed it: never attached
+            self._disconnects += 1
+        return sub
+
+    @property
+    def seq(self) -> int:
+        """The number of the newest event the hub took (0 before the first)."""
+        return self._events
+
+    @property
+    def epoch(self) -> str:
+        """Random hex, made with the hub: names the stream its numbers count in.
+
+        A number saved with another epoch (another hub, an earlier run of
+        the server) says nothing about this hub's events: resume with
+        ``after=0`` and report an unknown gap, rather than trust it.
+        """
+        return self._history.epoch
+
+    @property
+    def history(self) -> int:
+        """How many past events the hub keeps for subscribers that resume."""
+        return self._history.size
+
+    def _new(self, maxsize: int, policy: Policy, filter: Callable[[T], bool] | None,
+             numbered: bool) -> Subscription[T]:
         if policy not in _POLICIES:
             raise ValueError(f"policy must be one of {_POLICIES}, not {policy!r}")
         if not isinstance(maxsize, int) or maxsize < 1:
             raise ValueError(f"maxsize must be a positive int, not {maxsize!r}")
         if not self._running and not self._ended:
             raise RuntimeError("enter the hub first: `async with Broadcast(source) as hub:`")
-        sub = Subscription(self, maxsize, policy, filter)
+        sub = Subscription(self, maxsize, policy, filter, numbered)
         self._subscriptions += 1
         self._open[id(sub)] = sub
+        return sub
+
+    def _attach(self, sub: Subscription[T]) -> None:
         if self._ended:
             sub._end("ended", self._error)
         else:
             self._attached[id(sub)] = sub
             self._snapshot = None
-        return sub
+            self._count_numbered(sub, +1)
+
+    def _count_numbered(self, sub: Subscription[Any], change: int) -> None:
+        if sub.numbered:
+            self._numbered += change
+            self._number = self._numbered > 0 or self._history.size > 0
 
     def _unsubscribe(self, sub: Subscription[T]) -> None:
         """``sub`` closed: detach it, and fold its counters into the hub's totals."""
         if self._attached.pop(id(sub), None) is not None:
             self._snapshot = None
+            self._count_numbered(sub, -1)
         if self._open.pop(id(sub), None) is not None:
             st = sub.stats()
             self._retired_received += st.received
@@ -464,6 +575,7 @@ class Broadcast(Generic[T]):
             delivered=self._retired_received + sum(s.received for s in live),
             dropped=self._retired_dropped + sum(s.dropped for s in live),
             queued=sum(s.queue_len for s in live),
+            history=len(self._history.kept),
         )
 
     def __repr__(self) -> str:

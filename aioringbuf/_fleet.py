@@ -51,7 +51,7 @@ async def fleet_events(
     *,
     stream: str = DEFAULT_STREAM,
     hosts: Sequence[str] = (),
-    start: Literal["all", "new", "last"] = "all",
+    start: Literal["all", "new", "last"] | int = "all",
     follow: bool = True,
     connect: dict[str, Any] | None = None,
     connect_timeout: float = 10.0,
@@ -60,10 +60,11 @@ async def fleet_events(
 
     ``servers``: one URL, several separated by commas, or a list. ``hosts``
     restricts to those hosts' subjects. ``start``: the whole stream, only
-    new events, or from the last one. ``connect`` is passed to
-    ``nats.connect`` (credentials, TLS); :class:`FleetConnectError` if no
-    server answers within ``connect_timeout`` seconds. Messages that are not shipper
-    envelopes are skipped. asyncio only (nats-py).
+    new events, from the last one, or (an int) from that stream sequence on.
+    ``connect`` is passed to ``nats.connect`` (credentials, TLS);
+    :class:`FleetConnectError` if no server answers within ``connect_timeout``
+    seconds. Messages that are not shipper envelopes are skipped. asyncio
+    only (nats-py).
     """
     nats = require_nats("aioringbuf.fleet_events")
     from nats.js import api
@@ -92,8 +93,13 @@ async def fleet_events(
                 return
         subjects = [f"{SUBJECT_PREFIX}.{subject_token(h)}" for h in hosts] or \
             [f"{SUBJECT_PREFIX}.>"]
-        policy = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW,
-                  "last": api.DeliverPolicy.LAST}[start]
+        def config() -> api.ConsumerConfig:  # one each: nats-py fills it in
+            if isinstance(start, int) and not isinstance(start, bool):
+                return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                                          opt_start_seq=max(1, start))
+            return api.ConsumerConfig(deliver_policy={
+                "all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW,
+                "last": api.DeliverPolicy.LAST}[start])
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4096)
 
         def tagged(i: int) -> Any:
@@ -102,7 +108,7 @@ async def fleet_events(
             return put
 
         subs = [await js.subscribe(subj, stream=stream, ordered_consumer=True,
-                                   deliver_policy=policy, cb=tagged(i), pending_msgs_limit=8192)
+                                   config=config(), cb=tagged(i), pending_msgs_limit=8192)
                 for i, subj in enumerate(subjects)]
         caught_up: set[int] = set()
         last = [0] * len(subs)

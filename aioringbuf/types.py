@@ -23,6 +23,7 @@ from ._acked import AckedRing, AckedStats, RingRecord
 from ._broadcast import BroadcastStats, Policy, SubscriberStats, Subscription
 from ._codec import Layout, decode, layout_of
 from ._columns import dtype_of
+from ._history import Numbered
 from ._include import include_dir
 from ._loader import BpfObject, check_privileges
 from ._metrics import MetricsRegistration
@@ -37,7 +38,7 @@ __all__ = [
     "RawStream", "QueuedStream", "StreamOptions", "StreamKwargs", "Overflow",
     "AckedRing", "AckedStats", "RingRecord",
     "OverflowQueue", "QueuePolicy", "QueueStats",
-    "Subscription", "SubscriberStats", "BroadcastStats", "Policy",
+    "Subscription", "SubscriberStats", "BroadcastStats", "Policy", "Numbered",
     "MetricsRegistration",
     "Layout", "layout_of", "dtype_of", "decode", "tagged", "include_dir",
 ]

@@ -18,7 +18,16 @@ Routes:
   ``pid``, ``ppid``, ``uid`` (repeatable) and ``name`` (a regex) filter
   them, ``policy=disconnect|drop_oldest`` chooses what happens to this
   client when it falls ``--queue-size`` events behind (see ``sse.py``).
+  Every event has an ``id:``; a client that reconnects with
+  ``Last-Event-ID`` (or ``?last_event_id=``) gets what it missed from
+  the last ``--history`` events, and ``event: missed`` with the exact
+  count of what is beyond them (``resume.py``).
 * ``GET /metrics``: Prometheus metrics of the exec ring and the hub.
+
+With ``--nats URL`` it shows the fleet instead: the exec events that
+``aioringbuf ship`` agents publish to JetStream, with a HOST column
+(``fleet.py``); it then loads nothing into this machine's kernel and needs
+no root.
 * ``GET /stats``: the same counters as JSON (the page shows them).
 
 At most ``--max-streams`` event streams are open at once, and at most
@@ -32,8 +41,8 @@ back neither the others nor the kernel ring.
 
 Needs pip packages ``starlette``, ``uvicorn`` and ``prometheus_client``
 (``pip install 'aioringbuf[web]'``), and root (or CAP_BPF + CAP_PERFMON).
-Run it as a script: its neighbours ``events``, ``redact``, ``security`` and
-``sse`` are imported by name from this directory.
+Run it as a script: its neighbours ``events``, ``redact``, ``resume``,
+``security`` and ``sse`` are imported by name from this directory.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import anyio
 import msgspec
 import uvicorn
 from events import EventEncoder
+from fleet import FleetSource, exec_of
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redact import Redactor
 from security import ENV_VAR, BrowserHeaders, HeadLimit, Session, TokenAuth, allowed_hosts
@@ -67,8 +77,10 @@ from starlette.staticfiles import StaticFiles
 
 import aioringbuf
 from aioringbuf import Broadcast, exec_events, register_metrics
+from aioringbuf._history import MAX_HISTORY
 from aioringbuf._netguard import TokenError, read_token, refuse_open_listener
 from aioringbuf._ringmap import check_ring_size
+from aioringbuf._ship import DEFAULT_STREAM
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
 EXIT_ERROR = 1
@@ -84,12 +96,15 @@ def create_app(
     host: str = "127.0.0.1",
     redactor: Redactor | None = None,
     queue_size: int = 4096,
+    history: int = 2048,
     policy: str = "disconnect",
     ring_size: int = 8 << 20,
     shutdown_timeout: float = 2.0,
     max_streams: int = 128,
     max_streams_per_client: int = 32,
     on_ready: Any = None,
+    nats: list[str] | None = None,
+    nats_stream: str = DEFAULT_STREAM,
 ) -> Starlette:
     """The ASGI app. Its lifespan attaches the exec probes and runs the hub.
 
@@ -102,11 +117,16 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                events = await stack.enter_async_context(exec_events(ring_size=ring_size))
+                if nats:
+                    events: Any = FleetSource(nats, nats_stream)
+                    await events.open()
+                else:
+                    events = await stack.enter_async_context(exec_events(ring_size=ring_size))
             except aioringbuf.AioRingBufError as exc:
                 app.state.startup_error = exc
                 raise
-            hub = await stack.enter_async_context(Broadcast(events, name="exec"))
+            hub = await stack.enter_async_context(
+                Broadcast(events, name="exec", history=history))
             registration = register_metrics(hub, name="exec", registry=registry)
             app.state.hub = hub
             app.state.events = events
@@ -134,7 +154,8 @@ def create_app(
     routes = [
         Route("/", page),
         Route("/events", EventsEndpoint(encoder, queue_size, policy,
-                                        StreamLimits(max_streams, max_streams_per_client))),
+                                        StreamLimits(max_streams, max_streams_per_client),
+                                        unwrap=exec_of if nats else None)),
         Route("/metrics", metrics_page),
         Route("/stats", stats_page),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -263,6 +284,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--queue-size", type=int, default=4096,
                    help="events a client may fall behind, counted before its filter: more "
                         "than one drained batch of the ring (1024) (default: 4096)")
+    p.add_argument("--history", type=int, default=2048, metavar="N",
+                   help="events kept for clients that reconnect (Last-Event-ID), at most "
+                        f"{MAX_HISTORY}; 0 keeps none; at most half of --queue-size is "
+                        "replayed to one client (default: 2048)")
     p.add_argument("--policy", choices=POLICIES, default="disconnect",
                    help="what happens to a client that falls further behind (default: "
                         "disconnect; clients may ask for ?policy=drop_oldest)")
@@ -272,6 +297,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="event streams open at once, from everyone (default: 128)")
     p.add_argument("--max-streams-per-client", type=int, default=32, metavar="N",
                    help="event streams open at once from one address (default: 32)")
+    p.add_argument("--nats", metavar="URL",
+                   help="show the fleet: the events `aioringbuf ship` agents publish to this "
+                        "NATS JetStream (several URLs: comma-separated), with their host, "
+                        "instead of this machine's exec ring")
+    p.add_argument("--nats-stream", default=DEFAULT_STREAM, metavar="NAME",
+                   help=f"the JetStream stream the agents publish to (default: {DEFAULT_STREAM})")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="uvicorn's event loop (default: uvloop if installed)")
     p.add_argument("--shutdown-timeout", type=float, default=2.0, metavar="SECONDS",
@@ -286,6 +317,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("queue_size", "max_streams", "max_streams_per_client"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.history <= MAX_HISTORY:
+        p.error(f"--history must be from 0 to {MAX_HISTORY}")
     try:
         check_ring_size(args.ring_size, "--ring-size")
         args.token = read_token(args.token_file, ENV_VAR)
@@ -306,8 +339,10 @@ def _say(message: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    nats = [u.strip() for u in args.nats.split(",") if u.strip()] if args.nats else None
     try:
-        aioringbuf.types.check_privileges()
+        if not nats:  # the fleet view loads nothing into the kernel
+            aioringbuf.types.check_privileges()
     except aioringbuf.NotPrivilegedError as exc:
         _say(exc)
         return EXIT_NOPERM
@@ -333,8 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # allowed to read the stream.
     how = " (token required: open the page once as /?token=... )" if args.token else ""
 
+    what = f"the fleet from {', '.join(nats)}" if nats else "exec probes attached"
+
     def ready() -> None:
-        print(f"aioringbuf web: serving {url}{how} (exec probes attached; Ctrl-C to stop)",
+        print(f"aioringbuf web: serving {url}{how} ({what}; Ctrl-C to stop)",
               file=sys.stderr, flush=True)
 
     app = create_app(
@@ -342,12 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         redactor=Redactor(args.redact, defaults=not args.no_default_redaction),
         queue_size=args.queue_size,
+        history=args.history,
         policy=args.policy,
         ring_size=args.ring_size,
         shutdown_timeout=args.shutdown_timeout,
         max_streams=args.max_streams,
         max_streams_per_client=args.max_streams_per_client,
         on_ready=ready,
+        nats=nats,
+        nats_stream=args.nats_stream,
     )
     logging.getLogger("uvicorn.error").addFilter(_NotErrorsOfOurs())
     config = uvicorn.Config(

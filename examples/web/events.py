@@ -63,12 +63,17 @@ class EventEncoder:
         (msgspec.json.encode of the ExecEvent: lossless, every field)."""
         return msgspec.structs.replace(ev, argv=self.redactor(ev.argv))
 
-    def sse(self, ev: ExecEvent) -> bytes:
+    def sse(self, ev: Any) -> bytes:
+        """An ExecEvent, or a FleetEvent (``--nats``): its event with a ``host`` member."""
         hit = self._cache.get(id(ev))
         if hit is not None and hit[0] is ev:
             return hit[1]
+        host = getattr(ev, "host", None)
+        body = self._json.encode(self.redacted(ev if host is None else ev.event))
+        if host is not None:  # {"host": ..., then the event's members}
+            body = b'{"host":' + self._json.encode(host) + b"," + body[1:]
         # msgspec writes JSON on one line: one "data:" line per message.
-        message = b"event: exec\ndata: " + self._json.encode(self.redacted(ev)) + b"\n\n"
+        message = b"event: exec\ndata: " + body + b"\n\n"
         self._cache[id(ev)] = (ev, message)
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

@@ -7,9 +7,26 @@ here, in its own task, on what it receives: the hub's pump only queues,
 so no filter can slow the other clients or the kernel consumer. The
 queue (``--queue-size``) therefore holds events before filtering.
 
-Messages: ``event: exec`` with the event as JSON; ``event: dropped`` with
-the number of events this client lost to ``policy=drop_oldest`` since the
-last message; a ``: keepalive`` comment every 15 s of silence.
+Messages: ``event: exec`` with the event as JSON and its ``id:``
+(``resume.py``); ``event: dropped`` with the number of events this client
+lost to ``policy=drop_oldest`` since the last message; a ``: keepalive``
+comment every 15 s of silence. The first message carries the id of the
+position the stream starts after, so a client that reconnects before any
+event still resumes where it subscribed.
+
+A client that reconnects with ``Last-Event-ID`` (or ``?last_event_id=``)
+first receives the events after that id that the hub's history
+(``--history``) still holds, at most half of ``--queue-size`` of them,
+then the live ones: no gap, no repeat. When these are not all of them, the first message is ``event:
+missed`` with ``{"missed": N, "exact": true}``: N events (counted before
+this client's filter: they are gone, so nobody can say which would have
+matched) are lost. ``"exact": false`` says the id was from an earlier run
+of the server: N is then what this run lost of its own events, and more
+were lost before it (the events of the old run after the id, and the
+execs while no server ran). The client's filter applies to the replay too.
+Ids of filtered-out events are not sent one by one: a write ends with the
+id of the last event the client's filter looked at, and so does a
+keepalive, so a reconnect does not replay what this client already passed.
 
 A client that stops reading fills its TCP buffers, then its queue in the
 hub. With ``policy=disconnect`` (the default) the hub detaches it and this
@@ -38,11 +55,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 from events import EventEncoder, filter_from_query
+from resume import Resume, event_id, resume_point
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
 from aioringbuf import Broadcast, SlowSubscriberError
-from aioringbuf.types import Subscription
+from aioringbuf.types import Numbered, Subscription
 
 HEARTBEAT = 15.0  # seconds of silence before a keepalive comment
 MAX_BATCH = 256  # events per write
@@ -110,6 +128,10 @@ class Shutdown:
             await self.forced.wait()
 
 
+def _unwrapped(accept: Filter, unwrap: Callable[[Any], Any]) -> Filter:
+    return lambda item: accept(unwrap(item))
+
+
 def _body(data: bytes, more: bool = True) -> dict[str, Any]:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
@@ -118,7 +140,8 @@ class EventsEndpoint:
     """The ASGI app behind ``/events``; it finds ``hub`` and ``shutdown`` in ``app.state``."""
 
     def __init__(self, encoder: EventEncoder, maxsize: int, policy: str,
-                 limits: StreamLimits) -> None:
+                 limits: StreamLimits, unwrap: Callable[[Any], Any] | None = None) -> None:
+        self.unwrap = unwrap  # the ExecEvent inside a hub's item (--nats: a FleetEvent)
         self.encoder = encoder
         self.maxsize = maxsize
         self.policy = policy
@@ -129,11 +152,13 @@ class EventsEndpoint:
         if request.method != "GET":
             await PlainTextResponse("only GET\n", 405)(scope, receive, send)
             return
+        hub: Broadcast[Any] = request.app.state.hub
         try:
             accept = filter_from_query(request.query_params)
             policy = request.query_params.get("policy", self.policy)
             if policy not in POLICIES:
                 raise ValueError(f"policy must be one of {POLICIES}")
+            resume = resume_point(request, hub.epoch, hub.seq)
         except ValueError as exc:
             await PlainTextResponse(f"{exc}\n", 400)(scope, receive, send)
             return
@@ -145,20 +170,29 @@ class EventsEndpoint:
                 scope, receive, send)
             return
         try:
-            outcome = await self._subscribed(request, accept, policy, receive, send)
+            outcome = await self._subscribed(request, accept, policy, resume, receive, send)
         finally:
             self.limits.release(address)
         if outcome is not None:
             await self._finish(request, outcome, send)
 
     async def _subscribed(self, request: Request, accept: Filter | None, policy: str,
-                          receive: Any, send: Any) -> str | None:
+                          resume: Resume, receive: Any, send: Any) -> str | None:
         hub: Broadcast[Any] = request.app.state.hub
         shutdown: Shutdown = request.app.state.shutdown
-        async with hub.subscribe(maxsize=self.maxsize, policy=policy) as sub:
+        # No await since resume_point() read hub.seq: the position is still valid.
+        # At most half the queue is replayed: a client that reconnects must
+        # still have room for the live events while it reads the replay.
+        async with hub.subscribe_numbered(after=resume.after, maxsize=self.maxsize,
+                                          policy=policy, max_replay=self.maxsize // 2) as sub:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            await send(_body(b"retry: 2000\n: subscribed\n\n"))
-            return await self._serve(sub, accept, shutdown, receive, send)
+            opening = [b"retry: 2000\n"]
+            if sub.missed or not resume.exact:
+                opening.append(b'event: missed\ndata: {"missed": %d, "exact": %s}\n\n'
+                               % (sub.missed, b"true" if resume.exact else b"false"))
+            opening.append(b"id: %s\n: subscribed\n\n" % event_id(hub.epoch, sub.start))
+            await send(_body(b"".join(opening)))
+            return await self._serve(sub, accept, hub.epoch, shutdown, receive, send)
 
     async def _finish(self, request: Request, outcome: str, send: Any) -> None:
         scope = request.scope
@@ -176,8 +210,8 @@ class EventsEndpoint:
         if outcome == "ended":  # the hub ended: the server is shutting down
             await send(_body(b"", more=False))
 
-    async def _serve(self, sub: Subscription[Any], accept: Filter | None, shutdown: Shutdown,
-                     receive: Any, send: Any) -> str:
+    async def _serve(self, sub: Subscription[Numbered[Any]], accept: Filter | None,
+                     epoch: str, shutdown: Shutdown, receive: Any, send: Any) -> str:
         """Stream until the client leaves ("left"), is dropped, the hub ends ("ended"),
         or shutdown cuts a stream stuck writing ("cut")."""
         outcome = "ended"
@@ -206,7 +240,7 @@ class EventsEndpoint:
             tg.start_soon(dropped)
             tg.start_soon(cut)
             try:
-                await self._stream(sub, accept, send)
+                await self._stream(sub, accept, epoch, send)
             except SlowSubscriberError:
                 outcome = "dropped"
             except (anyio.EndOfStream, anyio.BrokenResourceError):
@@ -214,25 +248,38 @@ class EventsEndpoint:
             tg.cancel_scope.cancel()
         return outcome
 
-    async def _stream(self, sub: Subscription[Any], accept: Filter | None, send: Any) -> None:
+    async def _stream(self, sub: Subscription[Numbered[Any]], accept: Filter | None,
+                      epoch: str, send: Any) -> None:
         encode = self.encoder.sse
+        if accept is not None and self.unwrap is not None:
+            accept = _unwrapped(accept, self.unwrap)
         reported = 0
+        sent_seq = seen_seq = sub.start  # the last id sent; the last event looked at
         quiet_until = anyio.current_time() + HEARTBEAT
         while True:
             first = None
             with anyio.move_on_after(max(0.0, quiet_until - anyio.current_time())):
                 first = await sub.receive()
             if first is None:
-                await send(_body(b": keepalive\n\n"))
+                if seen_seq != sent_seq:
+                    await send(_body(b"id: %s\n: keepalive\n\n" % event_id(epoch, seen_seq)))
+                    sent_seq = seen_seq
+                else:
+                    await send(_body(b": keepalive\n\n"))
                 quiet_until = anyio.current_time() + HEARTBEAT
                 continue
-            parts = [encode(first)] if accept is None or accept(first) else []
+            parts: list[bytes] = []
+            item: Numbered[Any] | None = first
             pending: BaseException | None = None
             try:
-                for _ in range(MAX_BATCH - 1):  # bounded work between two checkpoints
-                    ev = sub.receive_nowait()
-                    if accept is None or accept(ev):
-                        parts.append(encode(ev))
+                for _ in range(MAX_BATCH):  # bounded work between two checkpoints
+                    if item is None:
+                        item = sub.receive_nowait()
+                    seen_seq = item.seq
+                    if accept is None or accept(item.event):
+                        parts += (b"id: %s\n" % event_id(epoch, seen_seq), encode(item.event))
+                        sent_seq = seen_seq
+                    item = None
             except anyio.WouldBlock:
                 pass
             except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
@@ -242,6 +289,9 @@ class EventsEndpoint:
                 parts.insert(0, b"event: dropped\ndata: %d\n\n" % (dropped - reported))
                 reported = dropped
             if parts:
+                if seen_seq != sent_seq:  # the batch ended with events filtered out
+                    parts.append(b"id: %s\n\n" % event_id(epoch, seen_seq))
+                    sent_seq = seen_seq
                 await send(_body(b"".join(parts)))
                 quiet_until = anyio.current_time() + HEARTBEAT
             else:

@@ -20,6 +20,14 @@ let shown = 0;
 let missed = 0;
 let source = null;
 let wasLive = false;
+// Where this table is in the server's stream: each event's id is EPOCH-SEQ
+// (see resume.py). EventSource sends the last id as Last-Event-ID when it
+// reconnects, and the server replays what the table lacks; an event at or
+// before `lastSeq` of the same epoch is one the table has: never shown twice.
+let epoch = null;
+let lastSeq = -1;
+let lastId = "";
+let retryTimer = null;
 
 // A token given as ?token= is now in an HttpOnly cookie (see security.py):
 // take it out of the address bar, the history and any screenshot.
@@ -63,12 +71,34 @@ function text(s) {
   return s.replace(BYTE, (c) => "\\x" + (c.codePointAt(0) - 0x10FF00).toString(16));
 }
 
+// True if the message with this id is new to the table (and note its place).
+function advance(id) {
+  const m = /^([0-9a-f]{16})-(\d{1,19})$/.exec(id || "");
+  if (!m) return true;
+  const seq = Number(m[2]);
+  if (m[1] === epoch && seq <= lastSeq) return false;
+  epoch = m[1];
+  lastSeq = seq;
+  lastId = id;
+  return true;
+}
+
+function addMissed(n, text) {
+  missed += n;
+  counters.missed.textContent = missed;
+  say(text);
+}
+
 function addRow(ev) {
   shown += 1;
   counters.shown.textContent = shown;
   if (pause.checked) return;
   const tr = document.createElement("tr");
   if (ev.ret < 0) tr.className = "failed";
+  if (typeof ev.host === "string") {  // a fleet (app.py --nats): events carry their host
+    document.documentElement.dataset.fleet = "1";
+    cell(tr, text(ev.host), "host");
+  }
   cell(tr, clock(ev.realtime_ns));
   cell(tr, ev.pid, "num");
   cell(tr, ev.ppid, "num");
@@ -91,35 +121,53 @@ function query() {
   return params;
 }
 
-function connect() {
+// resume: carry on after the last event shown (a new EventSource sends no
+// Last-Event-ID of its own, so the page gives it as ?last_event_id=).
+function connect(resume) {
   if (source) source.close();
+  clearTimeout(retryTimer);
   const params = query();
   const shownUrl = new URL(window.location.href);
   shownUrl.search = params.toString();
   history.replaceState(null, "", shownUrl);
+  if (resume && lastId) params.set("last_event_id", lastId);
   setState("connecting", "connecting…");
   source = new EventSource("/events?" + params.toString());
   // onopen fires once the server has subscribed us: from here on, nothing is missed.
   source.onopen = () => {
     setState("live", "live");
-    if (wasLive) say("Reconnected: events between the drop and now were missed.");
+    if (wasLive) say("Reconnected: resumed after the last event shown.");
     wasLive = true;
     refreshStats();
   };
   source.onerror = () => {
-    // EventSource retries by itself (the server asks for 2 s); a 4xx ends it.
-    if (source.readyState === EventSource.CLOSED) {
+    // EventSource retries by itself (the server asks for 2 s); a 4xx or 5xx ends it.
+    if (source.readyState !== EventSource.CLOSED) {
+      setState("reconnecting", "reconnecting…");
+    } else if (wasLive) {  // it worked before: busy (429, 503) or restarting
+      setState("reconnecting", "reconnecting…");
+      say("The server refused the stream for now; trying again in 5 s.");
+      retryTimer = setTimeout(() => connect(true), 5000);
+    } else {
       setState("closed", "closed");
       say("The server refused the stream (bad filter, or not authorized). Fix and apply.");
-    } else {
-      setState("reconnecting", "reconnecting…");
     }
   };
-  source.addEventListener("exec", (e) => addRow(JSON.parse(e.data)));
+  source.addEventListener("exec", (e) => {
+    if (advance(e.lastEventId)) addRow(JSON.parse(e.data));
+  });
   source.addEventListener("dropped", (e) => {
-    missed += Number(e.data);
-    counters.missed.textContent = missed;
-    say(`This page fell behind: ${missed} event(s) dropped.`);
+    addMissed(Number(e.data), `This page fell behind: ${missed + Number(e.data)} ` +
+      "event(s) dropped.");
+  });
+  source.addEventListener("missed", (e) => {
+    const gap = JSON.parse(e.data);
+    advance(e.lastEventId);
+    addMissed(gap.missed, gap.exact
+      ? `Reconnected: ${gap.missed} event(s) went by while away, more than the server ` +
+        "keeps; the rest were replayed."
+      : `Reconnected to a restarted server: ${gap.missed} of its event(s) and an ` +
+        "unknown number before its start were missed.");
   });
 }
 
@@ -141,9 +189,12 @@ form.addEventListener("submit", (e) => {
   say("");
   rows.replaceChildren();
   wasLive = false;
-  connect();
+  epoch = null;
+  lastSeq = -1;
+  lastId = "";
+  connect(false);
 });
 
-connect();
+connect(false);
 refreshStats();
 setInterval(refreshStats, 2000);
