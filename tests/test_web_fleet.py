@@ -22,7 +22,6 @@ from chromium import Chromium
 from natsserver import NATS_SERVER, NatsServer, nats_server
 from pinning import cleanup, new_pin_dir
 from shipping import Agent
-from test_web import chromium  # noqa: F401 (a fixture)
 from test_web_resume import ID, opened
 from webserver import APP, ROOT, WebServer, named_program, run_all
 
@@ -70,7 +69,7 @@ async def _has_stream(url: str) -> bool:
 
 @pytest.mark.timeout(120)
 def test_a_marked_exec_reaches_the_page_through_the_fleet_with_its_host(
-    fleet: tuple[NatsServer, str], chromium: Chromium, tmp_path: pathlib.Path,  # noqa: F811
+    fleet: tuple[NatsServer, str], chromium: Chromium, tmp_path: pathlib.Path,
 ) -> None:
     server, host = fleet
     web = WebServer(tmp_path / "web.log", "--nats", server.url)

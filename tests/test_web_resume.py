@@ -20,7 +20,6 @@ import httpx
 import pytest
 from chromium import Chromium
 from tcpproxy import TcpProxy
-from test_web import chromium  # noqa: F401 (a fixture)
 from webserver import WebServer, named_program, run_all
 
 TIMEOUT = httpx.Timeout(30)
@@ -269,7 +268,7 @@ def rows_of(browser: Chromium, name: str) -> list[str]:
 
 @pytest.mark.timeout(180)
 def test_the_page_resumes_after_a_network_cut_and_a_server_restart(
-    server: WebServer, chromium: Chromium, tmp_path: pathlib.Path,  # noqa: F811
+    server: WebServer, chromium: Chromium, tmp_path: pathlib.Path,
 ) -> None:
     name, prog = named_program(tmp_path, prefix="resume")
     proxy = TcpProxy(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
