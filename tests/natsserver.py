@@ -20,6 +20,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import pytest
+
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
 
@@ -171,3 +173,12 @@ def nats_cluster() -> Iterator[NatsCluster]:
             yield cluster
         finally:
             cluster.stop()
+
+
+# The marks of a test module that starts nats-server: a kernel test, and
+# skipped only outside CI when the server is not installed.
+NEEDS_NATS = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(not os.path.exists(NATS_SERVER) and not os.environ.get("CI"),
+                       reason="nats-server is not installed (scripts/test.sh installs it)"),
+]

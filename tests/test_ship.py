@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 from cliproc import run_aioringbuf
-from natsserver import NATS_SERVER, NatsCluster, NatsServer, nats_server
+from natsserver import NEEDS_NATS, NatsCluster, NatsServer, nats_server
 from pinning import cleanup, new_pin_dir, wait_gone
 from shipping import RING_SIZE, Agent, exec_marked, marked, wait_for_marked
 
@@ -26,11 +26,7 @@ from aioringbuf._exec import EXEC_OBJECT
 
 nats = pytest.importorskip("nats")
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(not os.path.exists(NATS_SERVER) and not os.environ.get("CI"),
-                       reason="nats-server is not installed (scripts/test.sh installs it)"),
-]
+pytestmark = NEEDS_NATS
 
 
 @pytest.fixture

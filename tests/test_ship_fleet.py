@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import uuid
 
 import pytest
 from cliproc import run_aioringbuf
-from natsserver import NATS_SERVER, nats_server
+from natsserver import NEEDS_NATS, nats_server
 from pinning import cleanup, new_pin_dir
 from shipping import marked
 
@@ -20,11 +19,7 @@ from aioringbuf.exec import fleet_events, kernel_bytes, printable
 nats = pytest.importorskip("nats")
 prometheus_client = pytest.importorskip("prometheus_client")
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(not os.path.exists(NATS_SERVER) and not os.environ.get("CI"),
-                       reason="nats-server is not installed (scripts/test.sh installs it)"),
-]
+pytestmark = NEEDS_NATS
 
 
 @pytest.fixture

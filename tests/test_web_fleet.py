@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from chromium import Chromium
-from natsserver import NATS_SERVER, NatsServer, nats_server
+from natsserver import NEEDS_NATS, NatsServer, nats_server
 from pinning import cleanup, new_pin_dir
 from shipping import Agent
 from test_web_resume import ID, opened
@@ -27,11 +27,7 @@ from webserver import APP, ROOT, WebServer, named_program, run_all
 
 nats = pytest.importorskip("nats")
 
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.skipif(not os.path.exists(NATS_SERVER) and not os.environ.get("CI"),
-                       reason="nats-server is not installed (scripts/test.sh installs it)"),
-]
+pytestmark = NEEDS_NATS
 
 
 @pytest.fixture
