@@ -44,24 +44,13 @@ import msgspec
 from . import _syscall
 from ._codec import decoder_for
 from ._fast import walk
+from ._ring import Stop
 from ._ringmap import RingMemory, ring_map_info
 from ._source import claim_consumer, release_consumer
 from ._union import record_type
 
 T = TypeVar("T")
 _BUSY_BACKOFF = 0.0002
-
-
-def _unpack(res: Any) -> tuple[int, bool, int, int]:
-    """(pos, busy, discarded, decode_errors) of a walk's result, of either shape.
-
-    Today's walks return (pos, busy: bool, discarded, decode_errors, ...);
-    the reworked ones (branch cfast) return (pos, stop: int, decode_errors,
-    skipped, ...) with stop 1 for BUSY. Once those land this is one line.
-    """
-    if isinstance(res[1], bool):
-        return res[0], res[1], res[2], res[3]
-    return res[0], res[1] == 1, res[3], res[2]
 
 
 @functools.cache
@@ -168,7 +157,8 @@ class AckedRing(Generic[T]):
         starts: array.array[int] = array.array("Q")
         res = walk(mem.data, mem.base, mem.mask, self._walked, mem.producer_pos(),
                    self._budget, self._decode, events, starts, False)
-        pos, self._busy, discarded, errors = _unpack(res)
+        pos, stop, errors, discarded = res[0], res[1], res[2], res[3]
+        self._busy = stop == Stop.BUSY
         self._discarded += discarded
         self._decode_errors += errors
         if pos == self._walked:

@@ -15,6 +15,15 @@
 #ifndef AIORINGBUF_BPF_H
 #define AIORINGBUF_BPF_H
 
+/* The per-CPU drop counter `<name>_drops` that both buffer kinds carry. */
+#define AIORINGBUF__DROPS(name)                                                \
+	struct {                                                               \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
+		__uint(max_entries, 1);                                        \
+		__type(key, __u32);                                            \
+		__type(value, __u64);                                          \
+	} name##_drops SEC(".maps")
+
 /* A ring buffer map plus its drop counter. size: power of two, multiple of
  * the page size (the kernel refuses anything else with a bare EINVAL). */
 #define AIORINGBUF_RINGBUF(name, size)                                         \
@@ -22,12 +31,7 @@
 		__uint(type, BPF_MAP_TYPE_RINGBUF);                            \
 		__uint(max_entries, size);                                     \
 	} name SEC(".maps");                                                   \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
-		__uint(max_entries, 1);                                        \
-		__type(key, __u32);                                            \
-		__type(value, __u64);                                          \
-	} name##_drops SEC(".maps")
+	AIORINGBUF__DROPS(name)
 
 /* A perf event array plus its drop counter (for bpf_perf_event_output
  * failures; losses inside the perf ring arrive as PERF_RECORD_LOST). */
@@ -37,12 +41,7 @@
 		__uint(key_size, sizeof(__u32));                               \
 		__uint(value_size, sizeof(__u32));                             \
 	} name SEC(".maps");                                                   \
-	struct {                                                               \
-		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                       \
-		__uint(max_entries, 1);                                        \
-		__type(key, __u32);                                            \
-		__type(value, __u64);                                          \
-	} name##_drops SEC(".maps")
+	AIORINGBUF__DROPS(name)
 
 static __always_inline void aiorb_count_drop(void *drops)
 {
