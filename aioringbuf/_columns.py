@@ -238,7 +238,7 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
         off = base + (cons & mask)
         # No more than the budget: discards among them only make a second round.
         n = min((prod - cons) // stride, budget - taken)
-        k = 0
+        word = -1
         if n:
             live = np_.frombuffer(data, cols.ring_header, n, off)["len"]
             good = live == good_word  # each header read once, before any data
@@ -251,6 +251,7 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
                 k = n if regular.all() else int(regular.argmin())
                 good = good[:k]
                 ngood = int(np_.count_nonzero(good))
+                word = int(words[k]) if k < n else -1
             del live
             if k:
                 pieces.append(_block(np_, data, off, k, stride, cols.ring_record,
@@ -259,8 +260,11 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
                 discarded += k - ngood
                 cons += k * stride
                 continue
-        # An irregular record at cons: busy, or a size other than the type's.
-        word = _u32(data, off)[0]
+        # An irregular record at cons: busy, or a size other than the type's,
+        # judged on the copy above. A fresh read could see a record that was
+        # busy then and is committed now, and count it as another size.
+        if word < 0:
+            word = _u32(data, off)[0]
         length = word & ~(BUSY_BIT | DISCARD_BIT)
         if word & BUSY_BIT:
             busy = True  # records are ordered by reservation: later ones wait

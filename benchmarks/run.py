@@ -198,6 +198,12 @@ def start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen
                             stderr=subprocess.PIPE, text=True, env=env, cwd=HERE)
 
 
+# What a consumer may report besides the counts: its hot path and style, and
+# the stream's own buckets at the end (aiorb_consumer.py).
+_EXTRA_KEYS = ("impl", "style", "ring_drops", "avail_bytes", "queue_drops", "queue_len",
+               "discarded", "decode_errors")
+
+
 def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: list[str],
             size: int, timeout: float = 180) -> Row:
     row = Row(scenario, c.name, python=c.python or "(C)")
@@ -238,7 +244,7 @@ def run_one(scenario: str, c: Consumer, kind: str, mode: str, producer_args: lis
     else:
         row.events_per_s = row.delivered / prod["seconds"] if prod["seconds"] else 0.0
     row.lat_us = [x / 1000 for x in out["lat_ns"]]
-    row.extra = {k: v for k, v in out.items() if k in ("impl", "style")}
+    row.extra = {k: v for k, v in out.items() if k in _EXTRA_KEYS}
     if row.extra.get("impl") == "python" and "pure" not in c.name:
         row.extra["note"] = "C extension not built: pure-Python path"
     return row

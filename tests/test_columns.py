@@ -287,3 +287,32 @@ def test_from_events_round_trips(tp) -> None:
     arr = columns_for(tp).from_events(events)
     assert rows_as_events(tp, arr) == events
     assert len(columns_for(tp).from_events([])) == 0
+
+
+def test_a_record_committed_while_it_is_read_is_never_a_decode_error(monkeypatch) -> None:
+    # The producer commits a busy record between two loads of its header:
+    # ring_take must judge it on one load (busy: taken next time), never
+    # count it as a record of another size. Here the commit lands just
+    # before the header read that follows the block's copy of the headers.
+    from aioringbuf import _columns
+
+    ring = FakeRing(0)
+    ring.put(sample_bytes(Sample, 0), BUSY_BIT)
+    ring.put(sample_bytes(Sample, 1))
+    real = _columns._u32
+
+    def committing_read(data, off):
+        for at in (ring.BASE + 3, ring.BASE + RING + 3):  # the busy bit: bit 31
+            ring.buf[at] &= 0x7F
+        return real(data, off)
+
+    monkeypatch.setattr(_columns, "_u32", committing_read)
+    cols = columns_for(Sample)
+    arr, res = ring_take(ring.buf, ring.BASE, RING - 1, 0, ring.prod, 10, cols, False)
+    assert (arr, res.pos, res.busy, res.decode_errors) == (None, 0, True, 0)
+    for at in (ring.BASE + 3, ring.BASE + RING + 3):  # committed now, whoever read it
+        ring.buf[at] &= 0x7F
+    arr, res = ring_take(ring.buf, ring.BASE, RING - 1, 0, ring.prod, 10, cols, False)
+    assert res.decode_errors == 0 and res.pos == ring.prod
+    assert rows_as_events(Sample, arr) == [decoders_for(Sample)[0](sample_bytes(Sample, i), 0, 24)
+                                           for i in range(2)]

@@ -172,8 +172,13 @@ async def main(args: common.Args) -> None:
                 await consume(stream, args.mode, target, lat)
                 tg.cancel_scope.cancel()
             clock.stop(None if args.mode == "drain" else last_event[0])
-            common.report(stream.stats().delivered, produced(), clock, lat,
-                          impl=_fast.IMPLEMENTATION, style=style)
+            st = stream.stats()
+            # ring_drops: the ring's own counter (full at reserve); produced -
+            # delivered - ring_drops is what was left unread or undelivered.
+            common.report(st.delivered, produced(), clock, lat, impl=_fast.IMPLEMENTATION,
+                          style=style, ring_drops=st.kernel_drops, avail_bytes=st.avail_bytes,
+                          queue_drops=st.queue_drops, queue_len=st.queue_len,
+                          discarded=st.discarded, decode_errors=st.decode_errors)
 
 
 if __name__ == "__main__":
