@@ -214,6 +214,10 @@ class AckedRing(Generic[T]):
         self._mem.publish_consumer_pos(pos)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def unacked(self) -> int:
         """Bytes of the ring delivered but not acknowledged."""
         return self._walked - self._acked

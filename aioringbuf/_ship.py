@@ -22,8 +22,16 @@ The path, and where each guarantee comes from::
   message lost with a dying stream leader could be overtaken by later
   ones stored by the next leader: no new record is sent while the oldest
   in flight has waited ``stall`` seconds (well under JetStream's election
-  time), and an ack seen after a failed predecessor is counted in
-  ``reordered``, never hidden.
+  time), and an ack seen behind an unacknowledged predecessor when a
+  connection is given up is counted in ``reordered``, never hidden.
+
+Acks are tracked here rather than by nats-py's ``publish_async``, whose
+future, semaphore, random token and JSON-to-dataclass parse per message
+cost more than the rest of the path: the window already is an ordered
+deque of records, so each connection subscribes to one inbox, publishes
+the session's ``n``-th record with reply subject ``<inbox>.<n>``, and an
+ack (decoded by msgspec) marks its entry and wakes the loop only when the
+head of the window can move.
 
 nats-py is asyncio only, so the shipper runs on asyncio (or uvloop).
 """
@@ -32,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import os
 import socket
 import sys
@@ -118,7 +125,7 @@ class ShipStats(msgspec.Struct, frozen=True):
     republished: int
     reconnects: int  # connections after the first
     connected: bool
-    reordered: int  # acks seen after a failed predecessor (see the module's note)
+    reordered: int  # acks behind an unacked predecessor on a lost connection
     latency_count: int
     latency_sum: float  # seconds, publish to ack
     latency_p50: float | None
@@ -156,14 +163,34 @@ class _SessionLost(Exception):
     """This connection cannot be trusted any more: reconnect, republish from the head."""
 
 
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    """JetStream's reply to a publish: ``{"stream", "seq", "duplicate"}`` or ``{"error"}``."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
 class _Entry:
-    __slots__ = ("end", "fut", "key", "payload", "sent")
+    """One record in the window; ``acked`` is set by its ack on the current connection."""
+
+    __slots__ = ("acked", "duplicate", "end", "headers", "payload", "sent")
 
     def __init__(self, rec: RingRecord, payload: bytes) -> None:
-        self.key = rec.key
         self.end = rec.end
         self.payload = payload
-        self.fut: asyncio.Future[Any] | None = None
+        self.headers = {"Nats-Msg-Id": rec.key}
+        self.acked = self.duplicate = False
         self.sent = 0.0
 
 
@@ -178,6 +205,10 @@ class Shipper:
         self._pinned: PinnedExec | None = None
         self._ring: AckedRing[ExecEvent] | None = None
         self._inflight: collections.deque[_Entry] = collections.deque()
+        self._awaiting: dict[str, _Entry] = {}  # reply token -> entry, this connection
+        self._inbox = ""
+        self._seq = 0  # reply tokens of this connection
+        self._subject = options.subject
         self._buffer: collections.deque[RingRecord] = collections.deque()
         self._batch_task: asyncio.Task[list[RingRecord]] | None = None
         self._failed: BaseException | None = None
@@ -226,9 +257,6 @@ class Shipper:
         finally:
             if self._batch_task is not None:
                 self._batch_task.cancel()
-            for e in self._inflight:
-                if e.fut is not None:
-                    e.fut.cancel()
             self._final = self.stats()
             ring.close()
 
@@ -268,10 +296,7 @@ class Shipper:
             finally:
                 self._connected = False
                 self._gen += 1  # from here on, callbacks of this connection are ignored
-                for e in self._inflight:
-                    if e.fut is not None:
-                        e.fut.cancel()
-                        e.fut = None
+                self._forget_connection()
                 await _close_quietly(nc)
                 self._failed = None
             await asyncio.sleep(backoff)
@@ -334,16 +359,24 @@ class Shipper:
 
     async def _session(self, nc: Any) -> None:
         opts = self.options
-        js = nc.jetstream(timeout=opts.ack_timeout,
-                          publish_async_max_pending=opts.window + 16)
+        js = nc.jetstream(timeout=opts.ack_timeout)
         await self._ensure_stream(js)
+        gen = self._gen
+        self._inbox = nc.new_inbox()
+        self._seq = 0
+
+        async def on_ack(msg: Any) -> None:
+            if gen == self._gen:
+                self._on_ack(msg)
+
+        await nc.subscribe(self._inbox + ".*", cb=on_ack)
         self._connected = True
         self._say(f"aioringbuf ship: publishing to {opts.subject} in stream {opts.stream} "
                   f"via {nc.connected_url.netloc if nc.connected_url else '?'}")
         infl = self._inflight
         for e in list(infl):  # what the last connection left unacknowledged, in order
             self._republished += 1
-            await self._send(js, e)
+            await self._send(nc, e)
         loop = asyncio.get_running_loop()
         wake = self._wake
         while True:
@@ -360,7 +393,7 @@ class Shipper:
                 rec = self._buffer.popleft()
                 e = _Entry(rec, envelope(opts.host, rec.key, rec.event))
                 infl.append(e)
-                await self._send(js, e)
+                await self._send(nc, e)
                 if self._failed is not None:
                     break
             self._peak = max(self._peak, len(infl))
@@ -397,22 +430,67 @@ class Shipper:
         self._buffer.extend(task.result())
         return bool(self._buffer)
 
-    async def _send(self, js: Any, e: _Entry) -> None:
+    async def _send(self, nc: Any, e: _Entry) -> None:
+        self._seq += 1
+        token = str(self._seq)
+        e.acked = False
         e.sent = asyncio.get_running_loop().time()
+        self._awaiting[token] = e
         try:
-            e.fut = await js.publish_async(self.options.subject, e.payload,
-                                           headers={"Nats-Msg-Id": e.key})
+            await nc.publish(self._subject, e.payload, reply=f"{self._inbox}.{token}",
+                             headers=e.headers)
         except Exception as exc:
             raise _SessionLost(_reason(exc)) from None
-        e.fut.add_done_callback(functools.partial(self._on_done, self._gen))
         self._published += 1
 
-    def _on_done(self, gen: int, fut: asyncio.Future[Any]) -> None:
-        if gen != self._gen:
-            return  # a future of a connection given up already
-        if not fut.cancelled() and fut.exception() is not None and self._failed is None:
-            self._failed = fut.exception()
+    def _on_ack(self, msg: Any) -> None:
+        """JetStream's reply to one publish of this connection."""
+        e = self._awaiting.pop(msg.subject[len(self._inbox) + 1:], None)
+        if e is None:
+            return  # not ours, or answered already
+        hdr = msg.headers
+        if not msg.data and hdr and hdr.get("Status") == "503":
+            self._fail(_SessionLost("no JetStream stream answers for "
+                                    f"{self._subject} (no responders)"))
+            return
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError as exc:
+            self._fail(_SessionLost(f"a publish reply JetStream would not send: {exc}"))
+            return
+        if ack.error is not None:
+            err = ack.error
+            self._fail(_SessionLost(f"JetStream refused a publish: {err.description} "
+                                    f"(code {err.code}, err_code {err.err_code})"))
+            return
+        e.acked = True
+        e.duplicate = ack.duplicate
+        infl = self._inflight
+        if infl and infl[0] is e:
+            self._wake.set()  # the head moved; acks behind it wait for it
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failed is None:
+            self._failed = exc
         self._wake.set()
+
+    def _forget_connection(self) -> None:
+        """The connection is gone: what it did not ack is sent again on the next.
+
+        The acked head of the window is handed back first; an entry acked
+        behind an unacked one may now be stored ahead of it (see the
+        module's note): counted in ``reordered``.
+        """
+        if self._ring is not None and not self._ring.closed:
+            self._harvest()
+        behind_gap = False
+        for e in self._inflight:
+            if not e.acked:
+                behind_gap = True
+            elif behind_gap:
+                self._reordered += 1
+            e.acked = False
+        self._awaiting.clear()
 
     def _harvest(self) -> None:
         """Hand back, in order, the records whose publishes JetStream acknowledged."""
@@ -421,23 +499,16 @@ class Shipper:
         assert ring is not None
         now = asyncio.get_running_loop().time()
         end = None
-        while infl and infl[0].fut is not None and infl[0].fut.done():
-            fut = infl[0].fut
-            if fut.cancelled() or fut.exception() is not None:
-                # Anything after it that was acked may now be stored ahead of it.
-                self._reordered += sum(1 for e in list(infl)[1:] if e.fut is not None
-                                       and e.fut.done() and not e.fut.cancelled()
-                                       and e.fut.exception() is None)
-                break
+        lat = self._lat
+        while infl and infl[0].acked:
             e = infl.popleft()
-            ack = fut.result()
-            if ack.duplicate:
+            if e.duplicate:
                 self._duplicates += 1
             self._acknowledged += 1
-            lat = now - e.sent
-            self._lat.append(lat)
+            d = now - e.sent
+            lat.append(d)
             self._lat_count += 1
-            self._lat_sum += lat
+            self._lat_sum += d
             end = e.end
         if end is not None:
             ring.ack(end)
@@ -496,7 +567,8 @@ class Shipper:
              st.duplicates),
             ("ship_republished", "Events published again on a new connection.", st.republished),
             ("ship_reconnects", "Connections to NATS after the first.", st.reconnects),
-            ("ship_reordered", "Acks seen after a failed predecessor.", st.reordered),
+            ("ship_reordered", "Acks behind an unacknowledged predecessor on a lost "
+             "connection.", st.reordered),
         ):
             c = CounterMetricFamily(f"aioringbuf_{suffix}", doc, labels=["stream"])
             c.add_metric([name], value)
