@@ -64,16 +64,20 @@ async def woken_by(rb: aioringbuf.RingBuffer, produce, wait: float = 0.3) -> boo
 
 
 @pytest.mark.parametrize("output", [False, True], ids=["submit", "output"])
-async def test_wakes_only_when_the_backlog_crosses_the_threshold(adaptive, output) -> None:
-    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+@pytest.mark.parametrize("threshold", [10 * SPAN, 256], ids=["divided", "power-of-two"])
+async def test_wakes_only_when_the_backlog_crosses_the_threshold(adaptive, output,
+                                                                 threshold) -> None:
+    # A power of two takes the header's division-free test; 240 the division.
+    adaptive.configure(bytes_=threshold, delay_ns=60 * 10**9)
+    quiet = (threshold - 1) // SPAN  # the records that stay below the threshold
     async with adaptive.obj.ring_buffer("events", Fixed) as rb:
-        assert not await woken_by(rb, lambda: adaptive.produce(9, output))
-        assert rb.stats().avail_bytes == 9 * SPAN  # there, unannounced
-        # The tenth record crosses 10 * SPAN: the consumer wakes and gets all ten.
+        assert not await woken_by(rb, lambda: adaptive.produce(quiet, output))
+        assert rb.stats().avail_bytes == quiet * SPAN  # there, unannounced
+        # The next record crosses the threshold: the consumer wakes and gets them all.
         assert await woken_by(rb, lambda: adaptive.produce(1, output), wait=5)
-        got = [await rb.receive() for _ in range(9)]
-        assert rb.stats().delivered == 10 and rb.stats().kernel_drops == 0
-    assert [e.seq for e in got] == list(range(1, 10))
+        got = [await rb.receive() for _ in range(quiet)]
+        assert rb.stats().delivered == quiet + 1 and rb.stats().kernel_drops == 0
+    assert [e.seq for e in got] == list(range(1, quiet + 1))
 
 
 async def test_wakes_at_once_when_the_delay_has_passed(adaptive) -> None:

@@ -178,7 +178,11 @@ static __always_inline __u64 aiorb_wakeup_flag(void *ring, void *state,
 	if (bytes == 0)
 		bytes = 1;
 	now = bpf_ktime_get_ns();
-	if (before / bytes != after / bytes)
+	/* Crossing a multiple of bytes: for a power of two (the default, and
+	 * every cap), the two positions differ in a bit at or above it, with
+	 * no division (a 64-bit divide costs the producer some 8% of its rate). */
+	if ((bytes & (bytes - 1)) == 0 ? (before ^ after) >= bytes
+				       : before / bytes != after / bytes)
 		goto wake;
 	delay = w->delay_ns ? w->delay_ns : AIORINGBUF_WAKEUP_DELAY_NS;
 	if (now - w->last_ns >= delay)
