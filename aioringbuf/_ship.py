@@ -30,7 +30,7 @@ future, semaphore, random token and JSON-to-dataclass parse per message
 cost more than the rest of the path: the window already is an ordered
 deque of records, so each connection subscribes to one inbox, publishes
 the session's ``n``-th record with reply subject ``<inbox>.<n>``, and an
-ack (decoded by msgspec) marks its entry and wakes the loop only when the
+ack (``_pubacks``) marks its entry and wakes the loop only when the
 head of the window can move.
 
 nats-py is asyncio only, so the shipper runs on asyncio (or uvloop).
@@ -54,6 +54,7 @@ from ._acked import AckedRing, RingRecord
 from ._errors import MissingDependencyError
 from ._exec import DEFAULT_RING_SIZE, ExecEvent
 from ._pin import DEFAULT_PIN_ROOT, PinnedExec, lock_consumer, open_pinned
+from ._pubacks import read_reply
 
 DEFAULT_STREAM = "AIORINGBUF_EXEC"
 SUBJECT_PREFIX = "aioringbuf.exec"
@@ -161,24 +162,6 @@ def envelope(host: str, key: str, ev: ExecEvent) -> bytes:
 
 class _SessionLost(Exception):
     """This connection cannot be trusted any more: reconnect, republish from the head."""
-
-
-class _ApiError(msgspec.Struct):
-    code: int = 0
-    err_code: int = 0
-    description: str = ""
-
-
-class _PubAck(msgspec.Struct):
-    """JetStream's reply to a publish: ``{"stream", "seq", "duplicate"}`` or ``{"error"}``."""
-
-    stream: str = ""
-    seq: int = 0
-    duplicate: bool = False
-    error: _ApiError | None = None
-
-
-_decode_ack = msgspec.json.Decoder(_PubAck).decode
 
 
 class _Entry:
@@ -448,20 +431,9 @@ class Shipper:
         e = self._awaiting.pop(msg.subject[len(self._inbox) + 1:], None)
         if e is None:
             return  # not ours, or answered already
-        hdr = msg.headers
-        if not msg.data and hdr and hdr.get("Status") == "503":
-            self._fail(_SessionLost("no JetStream stream answers for "
-                                    f"{self._subject} (no responders)"))
-            return
-        try:
-            ack = _decode_ack(msg.data)
-        except msgspec.DecodeError as exc:
-            self._fail(_SessionLost(f"a publish reply JetStream would not send: {exc}"))
-            return
-        if ack.error is not None:
-            err = ack.error
-            self._fail(_SessionLost(f"JetStream refused a publish: {err.description} "
-                                    f"(code {err.code}, err_code {err.err_code})"))
+        ack = read_reply(msg, self._subject)
+        if isinstance(ack, str):
+            self._fail(_SessionLost(ack))
             return
         e.acked = True
         e.duplicate = ack.duplicate
