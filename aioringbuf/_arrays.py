@@ -67,9 +67,9 @@ class Arrays:
 async def _fill(s: Any, cols: Columns) -> Any:
     """RawStream._fill_batch, into one array: wait for committed records,
     copy them out, and hand them over as one delivered batch."""
-    await s._begin_fill()
+    src = await s._begin_fill()
     budget = s.maxsize  # not s._budget: a step costs a small fraction of a batch's
-    waited = False
+    waited = await s._wait_announced(src)
     while True:
         s._check_open()
         src = s._source
@@ -79,6 +79,7 @@ async def _fill(s: Any, cols: Columns) -> Any:
         if arr is not None:
             # Undelivered until returned: close() in the meantime retires it as such.
             s._hold(len(arr), start, pos, error)
+            s._caught_up = len(arr) < budget  # read up to the producer or a busy record
             if not waited:
                 try:
                     await anyio.lowlevel.checkpoint()  # one yield per batch, as _fill_batch

@@ -281,6 +281,8 @@ class BpfObject:
         fd = self.map_fd(name)  # the stream's map layer checks what it is
         if "drop_counter_fd" not in options and f"{name}_drops" in self.map_names:
             options["drop_counter_fd"] = self.map_fd(f"{name}_drops")
+        if cls is RingBuffer and f"{name}_wakeup" in self.map_names:
+            options.setdefault("adaptive_wakeups", True)  # AIORINGBUF_RINGBUF_ADAPTIVE
         stream = cls(fd, event_type, **options)
         self._streams.append(stream)
         return stream

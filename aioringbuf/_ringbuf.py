@@ -26,6 +26,11 @@ class RingBuffer(RawStream[T]):
     None for raw ``bytes``. ``drop_counter_fd`` is the ``<ring>_drops``
     per-CPU map written by the BPF helpers in aioringbuf/include/aioringbuf.bpf.h;
     without it ``stats().kernel_drops`` is None (unknown).
+    ``adaptive_wakeups=True`` says the BPF side submits with the header's
+    adaptive wakeups (a ring declared ``AIORINGBUF_RINGBUF_ADAPTIVE``; the
+    loader sets it when the ring has a ``<ring>_wakeup`` map): with a
+    ``flush_interval``, a step that read everything then waits for the
+    kernel's next wakeup (or the interval) instead of reading again at once.
 
     Records arrive in the order they were reserved, across all CPUs.
 
@@ -49,12 +54,14 @@ class RingBuffer(RawStream[T]):
         event_type: type[T] | None = None,
         *,
         drop_counter_fd: int | None = None,
+        adaptive_wakeups: bool = False,
         **options: Unpack[StreamKwargs],
     ) -> RingBuffer[T] | QueuedStream[T]:
         def raw(opts: StreamOptions) -> RingBuffer[T]:
             self: RingBuffer[T] = super(RingBuffer, cls).__new__(cls)
             self._closed = True  # until fully constructed: close() is then a no-op
-            self._start(open_ring(map_fd, event_type, drop_counter_fd), event_type, opts)
+            source = open_ring(map_fd, event_type, drop_counter_fd, adaptive_wakeups)
+            self._start(source, event_type, opts)
             return self
 
         return make_stream(raw, StreamOptions.of(dict(options)))  # type: ignore[return-value]

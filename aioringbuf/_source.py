@@ -39,6 +39,7 @@ one consumer) until ``close()``. See docs/architecture.md, "Layers".
 from __future__ import annotations
 
 import os
+import select
 from collections.abc import MutableSequence
 from typing import Any, Protocol
 
@@ -75,15 +76,15 @@ def release_consumer(map_id: int) -> None:
 BUSY_BACKOFF = 0.0002  # seconds to wait for a reserved record to be committed
 
 
-def open_ring(map_fd: int, event_type: type | None,
-              drop_counter_fd: int | None) -> RingSource:
+def open_ring(map_fd: int, event_type: type | None, drop_counter_fd: int | None,
+              adaptive_wakeups: bool = False) -> RingSource:
     """A source over a ``BPF_MAP_TYPE_RINGBUF`` map fd (checked, claimed)."""
     info = ring_map_info(map_fd)
     decode = check_layout(record_type(event_type), info.max_entries, HEADER_SIZE,
                           f"ring buffer {info.name!r}", "use a larger ring").decode
     claim_consumer(info, "ring buffer")
     try:
-        return RingSource(map_fd, info, decode, drop_counter_fd)
+        return RingSource(map_fd, info, decode, drop_counter_fd, adaptive_wakeups)
     except BaseException:
         _consumers.discard(info.id)
         raise
@@ -117,6 +118,7 @@ class Source(Protocol):
              strict: bool) -> WalkResult: ...
     def commit(self, pos: int) -> None: ...
     def quiet(self) -> bool: ...
+    def announcements(self) -> select.epoll | None: ...
     def positions(self) -> tuple[int, int]: ...
     def kernel_drops(self) -> int | None: ...
     def close(self) -> None: ...
@@ -133,17 +135,22 @@ class RingSource:
     keeps_undelivered = True
 
     def __init__(self, map_fd: int, info: _syscall.MapInfo, decode: Decode,
-                 drop_counter_fd: int | None) -> None:
+                 drop_counter_fd: int | None, adaptive_wakeups: bool = False) -> None:
         self.name = info.name
         self.map_id = info.id
         self.size = size = info.max_entries
         self._decode = decode
         self._fd = self._drops_fd = -1
         self._mem: RingMemory | None = None
+        self._announced: select.epoll | None = None
         try:
             self._fd = os.dup(map_fd)
             self._drops_fd = _dup(drop_counter_fd)
             self._mem = RingMemory(self._fd, size)
+            if adaptive_wakeups:
+                # From the start, so that each announcement is seen once.
+                self._announced = select.epoll()
+                self._announced.register(self._fd, select.EPOLLIN | select.EPOLLET)
         except BaseException:
             self.close()
             self.close_fd()
@@ -198,7 +205,19 @@ class RingSource:
             os.close(self._drops_fd)
             self._drops_fd = -1
 
+    def announcements(self) -> select.epoll | None:
+        """For a ring written with adaptive submits: an epoll set holding the
+        ring's fd edge-triggered, readable only once the kernel has woken the
+        ring (a threshold crossed, the delay passed) since it was last polled,
+        where the fd itself is readable whenever a record waits. None for
+        other rings (their records are announced only to a caught-up
+        consumer: waiting for an announcement could wait for ever)."""
+        return self._announced
+
     def close_fd(self) -> None:
+        if self._announced is not None:
+            self._announced.close()
+            self._announced = None
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -307,6 +326,9 @@ class PerfSource:
     def commit(self, pos: int) -> None:
         if self._cur is not None:
             self._cur.publish_tail(pos)
+
+    def announcements(self) -> select.epoll | None:
+        return None  # perf rings announce by count or watermark: wakeup_events=
 
     def quiet(self) -> bool:
         """Every ring still empty after a full fence. Perf rings wake their

@@ -78,6 +78,7 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
         self._fd_close_deferred = False
         self._starts: array.array[int] = array.array("Q")  # where each record started
         self._batch_end = 0
+        self._caught_up = False  # the last step read all there was: see _wait_announced
         self._pending_error: BaseException | None = None
         self._broken: BaseException | None = None  # what the source raised: unreadable
         self._delivered = 0
@@ -185,7 +186,7 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
     async def _fill_batch(self) -> None:
         """Retire the used-up batch, then wait for and read a non-empty one (idx 0)."""
         src = await self._begin_fill()
-        waited = False
+        waited = await self._wait_announced(src)
         while True:
             self._check_open()
             batch: list[Any] = []
@@ -204,6 +205,7 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
                 self._peak = max(self._peak, len(batch))
                 self._pending_error = error
                 self._idx = 0
+                self._caught_up = stop == Stop.EMPTY or stop == Stop.BUSY
                 if not waited:
                     # One yield per batch, so that others get to run while the
                     # ring stays full (a wait has yielded already). The batch
@@ -307,6 +309,27 @@ class RawStream(Cursor, Generic[T]):  # type: ignore[misc]
                     assert self._source is not None
                     self._source.close_fd()
         self._check_open()
+
+    async def _wait_announced(self, src: Source) -> bool:
+        """Where a step on a ring written with adaptive submits (and given a
+        flush_interval) begins: if the last step read all there was, sleep
+        until the kernel announces more, or flush_interval passes, before
+        reading again. Reading at once takes the few records written
+        meanwhile, one small step after another at the producer's heels: the
+        consumer spins and the producer loses a tenth of its rate
+        (docs/benchmarks.md). Every step takes the announcements made so far
+        (this step's read covers them). True if it waited."""
+        caught_up, self._caught_up = self._caught_up, False
+        ep = src.announcements()
+        if ep is None or self._flush_interval is None:
+            return False
+        if ep.poll(0) or not caught_up:
+            return False  # announced while the last step ran, or more to read anyway
+        with anyio.move_on_after(self._flush_interval):
+            await self._interruptible(anyio.wait_readable, ep.fileno())
+        self._check_open()
+        ep.poll(0)
+        return True
 
     async def _wait_readable(self) -> None:
         if self._flush_interval is None:

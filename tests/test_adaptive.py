@@ -120,3 +120,83 @@ async def test_overload_is_counted_exactly(adaptive) -> None:
         s = rb.stats()
     assert s.delivered == (64 * 1024 - 1) // SPAN
     assert s.delivered + s.kernel_drops == 5000
+
+
+async def next_step(rb, style: str) -> list[int]:
+    """One step of ``style``: the seqs it delivered."""
+    if style == "arrays":
+        return [int(x) for x in (await rb.arrays().__anext__())["seq"]]
+    if style == "batches":
+        return [e.seq for e in await rb.batches().__anext__()]
+    first = await rb.receive()
+    return [first.seq] + [(await rb.receive()).seq for _ in range(rb.stats().queue_len)]
+
+
+@pytest.mark.parametrize("style", ["iter", "batches", "arrays"])
+async def test_a_caught_up_step_waits_for_the_kernels_announcement(adaptive, style) -> None:
+    # After a step that read everything, records written since without an
+    # announcement are not read at once (that spins at the producer's heels):
+    # the next step waits for the kernel's wakeup, or for flush_interval.
+    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+    async with adaptive.obj.ring_buffer("events", Fixed, flush_interval=2.0) as rb:
+        assert rb._source.announcements() is not None  # the loader saw events_wakeup
+        adaptive.produce(10)  # crosses 10 * SPAN: announced
+        with anyio.fail_after(5):
+            assert await next_step(rb, style) == list(range(10))
+        adaptive.produce(3)  # below the next multiple: not announced
+        got: list[int] = []
+        async with anyio.create_task_group() as tg:
+            async def step() -> None:
+                got.extend(await next_step(rb, style))
+            tg.start_soon(step)
+            await anyio.sleep(0.3)
+            assert got == []  # waiting, with three records in the ring
+            t = anyio.current_time()
+            adaptive.produce(7)  # the backlog crosses 10 * SPAN again
+        assert anyio.current_time() - t < 1.5  # woken, not the 2 s flush_interval
+        assert got == list(range(10, 20))
+        assert rb.stats().delivered == 20
+
+
+async def test_without_flush_interval_a_step_reads_at_once(adaptive) -> None:
+    # No flush_interval: the tail of a burst would wait for ever, so a step
+    # reads what is there (level-triggered), as on any ring.
+    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+    async with adaptive.obj.ring_buffer("events", Fixed) as rb:
+        adaptive.produce(10)
+        with anyio.fail_after(5):
+            assert await next_step(rb, "batches") == list(range(10))
+            adaptive.produce(3)
+            assert await next_step(rb, "batches") == [10, 11, 12]
+
+
+def open_fds() -> set[str]:
+    return {f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}" for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+async def test_closing_ends_a_wait_for_an_announcement_and_releases_its_fds(adaptive) -> None:
+    adaptive.configure(bytes_=10 * SPAN, delay_ns=60 * 10**9)
+    async with adaptive.obj.ring_buffer("events", Fixed, flush_interval=30.0):
+        pass  # warm up the event loop's own lazily opened fds
+    before = open_fds()
+    rb = adaptive.obj.ring_buffer("events", Fixed, flush_interval=30.0)
+    assert any("anon_inode:[eventpoll]" in f for f in open_fds() - before)  # its epoll set
+    result: list[BaseException] = []
+    async with rb:
+        adaptive.produce(10)
+        assert await next_step(rb, "batches") == list(range(10))
+
+        async def reader() -> None:
+            try:
+                await next_step(rb, "batches")  # caught up: waits for an announcement
+            except anyio.ClosedResourceError as exc:
+                result.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reader)
+                await anyio.sleep(0.05)
+                await rb.aclose()
+    assert len(result) == 1
+    assert open_fds() == before
