@@ -34,9 +34,10 @@ class Adaptive:
         _syscall.map_update(self.obj.map_fd("events_wakeup"), 0,
                             struct.pack("<QQQ", bytes_, delay_ns, last))
 
-    def produce(self, n: int, output: bool = False) -> None:
+    def produce(self, n: int, form: int = 0) -> None:
+        """``form``: 0 SUBMIT_ADAPTIVE, 1 OUTPUT_ADAPTIVE, 2 SUBMIT_ADAPTIVE_AT."""
         for _ in range(n):
-            _syscall.prog_test_run(self.prog_fd, packet(flags=1 if output else 0))
+            _syscall.prog_test_run(self.prog_fd, packet(flags=form))
 
     def produced(self) -> int:
         return int.from_bytes(_syscall.map_lookup(self.obj.map_fd("counters"), 0, 8), "little")
@@ -63,29 +64,30 @@ async def woken_by(rb: aioringbuf.RingBuffer, produce, wait: float = 0.3) -> boo
     return not scope.cancelled_caught
 
 
-@pytest.mark.parametrize("output", [False, True], ids=["submit", "output"])
+@pytest.mark.parametrize("form", [0, 1, 2], ids=["submit", "output", "submit_at"])
 @pytest.mark.parametrize("threshold", [10 * SPAN, 256], ids=["divided", "power-of-two"])
-async def test_wakes_only_when_the_backlog_crosses_the_threshold(adaptive, output,
+async def test_wakes_only_when_the_backlog_crosses_the_threshold(adaptive, form,
                                                                  threshold) -> None:
     # A power of two takes the header's division-free test; 240 the division.
     adaptive.configure(bytes_=threshold, delay_ns=60 * 10**9)
     quiet = (threshold - 1) // SPAN  # the records that stay below the threshold
     async with adaptive.obj.ring_buffer("events", Fixed) as rb:
-        assert not await woken_by(rb, lambda: adaptive.produce(quiet, output))
+        assert not await woken_by(rb, lambda: adaptive.produce(quiet, form))
         assert rb.stats().avail_bytes == quiet * SPAN  # there, unannounced
         # The next record crosses the threshold: the consumer wakes and gets them all.
-        assert await woken_by(rb, lambda: adaptive.produce(1, output), wait=5)
+        assert await woken_by(rb, lambda: adaptive.produce(1, form), wait=5)
         got = [await rb.receive() for _ in range(quiet)]
         assert rb.stats().delivered == quiet + 1 and rb.stats().kernel_drops == 0
     assert [e.seq for e in got] == list(range(1, quiet + 1))
 
 
-async def test_wakes_at_once_when_the_delay_has_passed(adaptive) -> None:
+@pytest.mark.parametrize("form", [0, 2], ids=["submit", "submit_at"])
+async def test_wakes_at_once_when_the_delay_has_passed(adaptive, form) -> None:
     # A delay of 1 ns has always passed: every record wakes, like the default.
     adaptive.configure(bytes_=1 << 20, delay_ns=1)
     async with adaptive.obj.ring_buffer("events", Fixed) as rb:
         for _ in range(5):
-            assert await woken_by(rb, lambda: adaptive.produce(1), wait=5)
+            assert await woken_by(rb, lambda: adaptive.produce(1, form), wait=5)
 
 
 async def test_flush_interval_delivers_the_tail_of_a_burst(adaptive) -> None:

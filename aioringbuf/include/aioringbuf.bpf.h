@@ -161,13 +161,14 @@ struct aiorb_wakeup {
 /* Ring bytes a record of `size` sample bytes takes (BPF_RINGBUF_HDR_SZ is 8). */
 #define AIORB_SPAN(size) ((((__u64)(size)) + 8 + 7) & ~7ULL)
 
-/* The wakeup flag for a record that moves the backlog from `before` to `after`. */
+/* The wakeup flag for a record that moves the backlog from `before` to
+ * `after`, at time `now` (bpf_ktime_get_ns()). */
 static __always_inline __u64 aiorb_wakeup_flag(void *ring, void *state,
-					       __u64 before, __u64 after)
+					       __u64 before, __u64 after, __u64 now)
 {
 	__u32 zero = 0;
 	struct aiorb_wakeup *w = bpf_map_lookup_elem(state, &zero);
-	__u64 bytes, cap, delay, now;
+	__u64 bytes, cap, delay;
 
 	if (!w)
 		return 0; /* cannot happen; fall back to the kernel's own rule */
@@ -177,7 +178,6 @@ static __always_inline __u64 aiorb_wakeup_flag(void *ring, void *state,
 		bytes = cap;
 	if (bytes == 0)
 		bytes = 1;
-	now = bpf_ktime_get_ns();
 	/* Crossing a multiple of bytes: for a power of two (the default, and
 	 * every cap), the two positions differ in a bit at or above it, with
 	 * no division (a 64-bit divide costs the producer some 8% of its rate). */
@@ -193,30 +193,41 @@ wake:
 	return BPF_RB_FORCE_WAKEUP;
 }
 
-static __always_inline __u64 aiorb_submit_flag(void *ring, void *state, __u64 size)
+static __always_inline __u64 aiorb_submit_flag(void *ring, void *state, __u64 size,
+					       __u64 now)
 {
 	/* Queried after the reserve: the backlog already includes this record. */
 	__u64 after = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 	__u64 span = AIORB_SPAN(size);
 
-	return aiorb_wakeup_flag(ring, state, after > span ? after - span : 0, after);
+	return aiorb_wakeup_flag(ring, state, after > span ? after - span : 0, after, now);
 }
 
 static __always_inline long aiorb_output_adaptive(void *ring, void *drops, void *state,
-						  void *data, __u64 size)
+						  void *data, __u64 size, __u64 now)
 {
 	__u64 before = bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA);
 
 	return aiorb_output(ring, drops, data, size,
-			    aiorb_wakeup_flag(ring, state, before, before + AIORB_SPAN(size)));
+			    aiorb_wakeup_flag(ring, state, before, before + AIORB_SPAN(size), now));
 }
 
 /* Submit record `rec` of `size` bytes (as reserved) to adaptive ring `name`. */
 #define AIORINGBUF_SUBMIT_ADAPTIVE(name, rec, size)                            \
-	bpf_ringbuf_submit(rec, aiorb_submit_flag(&name, &name##_wakeup, size))
+	AIORINGBUF_SUBMIT_ADAPTIVE_AT(name, rec, size, bpf_ktime_get_ns())
 
 /* AIORINGBUF_OUTPUT with adaptive wakeups, for a ring declared _ADAPTIVE. */
 #define AIORINGBUF_OUTPUT_ADAPTIVE(name, data, size)                           \
-	aiorb_output_adaptive(&name, &name##_drops, &name##_wakeup, data, size)
+	AIORINGBUF_OUTPUT_ADAPTIVE_AT(name, data, size, bpf_ktime_get_ns())
+
+/* The same, for a program that has read the clock already (a record's
+ * timestamp): `now_ns` is its bpf_ktime_get_ns() value, taken just before.
+ * The delay rule needs the time of every record, and a second clock read
+ * per record costs the producer several percent of its rate. */
+#define AIORINGBUF_SUBMIT_ADAPTIVE_AT(name, rec, size, now_ns)                 \
+	bpf_ringbuf_submit(rec, aiorb_submit_flag(&name, &name##_wakeup, size, now_ns))
+
+#define AIORINGBUF_OUTPUT_ADAPTIVE_AT(name, data, size, now_ns)                \
+	aiorb_output_adaptive(&name, &name##_drops, &name##_wakeup, data, size, now_ns)
 
 #endif /* AIORINGBUF_BPF_H */

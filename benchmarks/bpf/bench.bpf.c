@@ -74,8 +74,8 @@ int on_getpgid(struct trace_event_raw_sys_enter *ctx)
 		return 0;
 	rec.ts_ns = bpf_ktime_get_ns();
 	*r = rec;
-	if (*mode == BENCH_RING_ADAPTIVE)
-		AIORINGBUF_SUBMIT_ADAPTIVE(ring, r, sizeof(*r));
+	if (*mode == BENCH_RING_ADAPTIVE)  /* the record's timestamp is the clock read */
+		AIORINGBUF_SUBMIT_ADAPTIVE_AT(ring, r, sizeof(*r), rec.ts_ns);
 	else
 		bpf_ringbuf_submit(r, 0);
 	return 0;

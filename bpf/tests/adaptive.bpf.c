@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /* ringgen with adaptive wakeups: each BPF_PROG_TEST_RUN writes one
  * { u64 seq; u64 aux } record through AIORINGBUF_SUBMIT_ADAPTIVE (or, with
- * the packet's flags bit 0 set, AIORINGBUF_OUTPUT_ADAPTIVE), so a test can
+ * the packet's flags bit 0 set, AIORINGBUF_OUTPUT_ADAPTIVE; bit 1: the
+ * SUBMIT_ADAPTIVE_AT form), so a test can
  * watch when the consumer is and is not woken. The threshold and delay are
  * set at run time in events_wakeup. */
 #include "vmlinux.h"
@@ -42,7 +43,10 @@ int adaptive(struct xdp_md *ctx)
 	if (!rec)
 		return XDP_PASS;
 	*rec = out;
-	AIORINGBUF_SUBMIT_ADAPTIVE(events, rec, sizeof(*rec));
+	if (cmd.flags & 2)  /* the _AT form, with a clock read of the program's own */
+		AIORINGBUF_SUBMIT_ADAPTIVE_AT(events, rec, sizeof(*rec), bpf_ktime_get_ns());
+	else
+		AIORINGBUF_SUBMIT_ADAPTIVE(events, rec, sizeof(*rec));
 	return XDP_PASS;
 }
 
