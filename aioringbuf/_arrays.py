@@ -72,7 +72,6 @@ async def _fill(s: Any, cols: Columns) -> Any:
     waited = await s._wait_announced(src)
     while True:
         s._check_open()
-        src = s._source
         arr, start, res = src.read_columns(cols, budget, s._strict)
         pos, busy, discarded, decode_errors, error, _ = res
         s._count_skipped(discarded, decode_errors)

@@ -251,7 +251,8 @@ def ring_take(data: Any, base: int, mask: int, cons: int, prod: int, budget: int
                 k = n if regular.all() else int(regular.argmin())
                 good = good[:k]
                 ngood = int(np_.count_nonzero(good))
-                word = int(words[k]) if k < n else -1
+                if k == 0:
+                    word = int(words[0])
             del live
             if k:
                 pieces.append(_block(np_, data, off, k, stride, cols.ring_record,

@@ -36,6 +36,12 @@ class Held:
     progs: set[int] = field(default_factory=set)  # program fds (loaded, maybe not attached)
 
 
+def open_fds() -> set[str]:
+    """This process's open fds, each as ``<fd>:<what it points to>``."""
+    return {f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}" for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
 def held_by(pid: int) -> Held:
     """The program and link ids in /proc/PID/fdinfo (fds closed meanwhile are skipped)."""
     held = Held()

@@ -14,6 +14,7 @@ import time
 
 import anyio
 import pytest
+from kernelstate import open_fds
 from ringgen import Fixed, packet
 
 import aioringbuf
@@ -170,11 +171,6 @@ async def test_without_flush_interval_a_step_reads_at_once(adaptive) -> None:
             assert await next_step(rb, "batches") == list(range(10))
             adaptive.produce(3)
             assert await next_step(rb, "batches") == [10, 11, 12]
-
-
-def open_fds() -> set[str]:
-    return {f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}" for fd in os.listdir("/proc/self/fd")
-            if os.path.exists(f"/proc/self/fd/{fd}")}
 
 
 async def test_closing_ends_a_wait_for_an_announcement_and_releases_its_fds(adaptive) -> None:

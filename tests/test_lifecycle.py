@@ -9,16 +9,12 @@ import pathlib
 import anyio
 import pytest
 from kernelstate import held_by, live_links
+from kernelstate import open_fds as fds
 from ringgen import Rec
 
 import aioringbuf
 
 pytestmark = pytest.mark.anyio
-
-
-def fds() -> set[str]:
-    return {f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}" for fd in os.listdir("/proc/self/fd")
-            if os.path.exists(f"/proc/self/fd/{fd}")}
 
 
 def bpf_mappings() -> list[str]:

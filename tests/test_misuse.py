@@ -7,7 +7,7 @@ import os
 
 import anyio
 import pytest
-from kernelstate import held_by
+from kernelstate import held_by, open_fds
 from ringgen import Rec
 
 import aioringbuf
@@ -16,11 +16,6 @@ from aioringbuf import _syscall
 pytestmark = pytest.mark.anyio
 
 BPF_F_RB_OVERWRITE = 1 << 19
-
-
-def open_fds() -> set[str]:
-    return {os.readlink(f"/proc/self/fd/{fd}") + f"#{fd}" for fd in os.listdir("/proc/self/fd")
-            if os.path.exists(f"/proc/self/fd/{fd}")}
 
 
 def kernel_prog_ids() -> set[int]:
