@@ -52,6 +52,7 @@ import msgspec
 
 from ._acked import AckedRing, RingRecord
 from ._errors import MissingDependencyError
+from ._escape import terminal
 from ._exec import DEFAULT_RING_SIZE, ExecEvent
 from ._pin import DEFAULT_PIN_ROOT, PinnedExec, lock_consumer, open_pinned
 from ._pubacks import read_reply
@@ -561,8 +562,11 @@ class Shipper:
 
 
 def _reason(exc: BaseException) -> str:
+    """One line for a notice. The text may come from the broker or from
+    whoever can publish to our inbox (an error reply's description): it is
+    cut, then escaped for the terminal."""
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return terminal(text.splitlines()[0][:200])
 
 
 async def _close_quietly(nc: Any) -> None:

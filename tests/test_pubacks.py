@@ -29,3 +29,14 @@ def test_refusals_say_why_in_one_line() -> None:
         why = read_reply(reply(junk), "a.b")
         assert isinstance(why, str) and why.startswith("a publish reply JetStream would not send")
         assert "\n" not in why
+
+
+def test_a_hostile_refusal_reaches_the_notice_escaped() -> None:
+    from aioringbuf._ship import _reason
+
+    err = b'{"error":{"code":1,"description":"\\u001b[2J\\u001b]0;owned\\u0007 \\u202e ok"}}'
+    why = read_reply(reply(err), "a.b")
+    assert isinstance(why, str) and "\x1b" in why  # the parsed text, as sent
+    line = _reason(RuntimeError(why))
+    assert line.isprintable() and "\x1b" not in line and "\u202e" not in line
+    assert "\\x1b[2J" in line and "\\u202e ok" in line
